@@ -1,0 +1,1 @@
+"""ilkd: the library behind the DVC stages (config, data, models, methods, engine, tracking)."""

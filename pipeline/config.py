@@ -1,0 +1,268 @@
+"""Typed, validated view of ``params.yaml``.
+
+Every knob lives in one nested YAML file (DVC tracks its keys per stage). We
+validate the whole file before any work starts, so a typo in a section a stage
+does not read still fails fast. pydantic does the type/range checking; this
+module only turns its errors into one line per problem that names the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+UnitFloat = Annotated[float, Field(ge=0, le=1)]
+Probability = Annotated[float, Field(gt=0, lt=1)]
+
+DatasetName = Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder"]
+KDVariant = Literal["full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only"]
+ILVariant = Literal["full", "uniform_non_gt", "shuffled_non_gt"]
+BaselineMethod = Literal[
+    "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml"
+]
+
+
+class Section(BaseModel):
+    """Strict section: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SyntheticConfig(Section):
+    """Procedural images whose class-similarity structure is known (groups of classes)."""
+
+    num_classes: Annotated[int, Field(ge=2)] = 10
+    group_size: PositiveInt = 2
+    image_size: Annotated[int, Field(ge=4)] = 12
+    train_per_class: PositiveInt = 100
+    test_per_class: PositiveInt = 50
+    class_strength: UnitFloat = 0.5
+    noise: NonNegFloat = 0.6
+    seed: int = 0
+
+
+class DataConfig(Section):
+    name: DatasetName = "digits"
+    root: str = "data/raw"
+    image_size: PositiveInt | None = None
+    channels: Literal[1, 3] = 3
+    test_fraction: Probability = 0.25
+    train_per_class: PositiveInt | None = None
+    val_per_class: NonNegInt = 0
+    split_seed: int = 0
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class ModelConfig(Section):
+    arch: str
+    width: PositiveFloat = 1.0
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        from .models import check_arch
+
+        check_arch(value)
+        return value
+
+
+class ScheduleConfig(Section):
+    name: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[Annotated[float, Field(gt=0, lt=1)]] = [0.5, 0.75]
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
+class AugmentConfig(Section):
+    crop_padding: NonNegInt = 4
+    flip: bool = True
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegFloat = 5e-4
+    schedule: ScheduleConfig = ScheduleConfig()
+    augment: AugmentConfig = AugmentConfig()
+    eval_batch_size: PositiveInt = 1024
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: PositiveInt | None = None
+    deterministic: bool = True
+    progress: bool = True
+
+
+class TeacherConfig(Section):
+    model: ModelConfig
+    train: TrainConfig
+    seed: int = 0
+
+
+class StudentConfig(Section):
+    model: ModelConfig
+    train: TrainConfig
+
+
+class KDConfig(Section):
+    alpha: UnitFloat = 0.9
+    T: PositiveFloat = 4.0
+
+
+class KDAblationConfig(Section):
+    variants: Annotated[list[KDVariant], Field(min_length=1)] = [
+        "full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only"
+    ]
+
+
+class LabelSmoothingConfig(Section):
+    epsilon: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class ConfidencePenaltyConfig(Section):
+    beta: NonNegFloat = 0.1
+
+
+class TFKDVirtualConfig(Section):
+    alpha: UnitFloat = 0.5
+    T: PositiveFloat = 20.0
+    correct_prob: Annotated[float, Field(gt=0, le=1)] = 0.9
+
+
+class DMLConfig(Section):
+    alpha: UnitFloat = 0.5
+    form: Literal["convex", "original"] = "convex"
+
+
+class BaselinesConfig(Section):
+    methods: Annotated[list[BaselineMethod], Field(min_length=1)] = [
+        "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml"
+    ]
+
+
+class IntrospectiveConfig(Section):
+    explainer: Literal["gradcam", "input_gradient", "gradient_x_input"] = "gradcam"
+    similarity: Literal["cosine", "pearson"] = "cosine"
+    target_mode: Literal["softmax", "fixed_gt"] = "softmax"
+    tau: PositiveFloat = 0.05
+    gt_prob: Probability = 0.9
+    alpha: UnitFloat = 0.5
+    T: PositiveFloat = 1.0
+    warmup_epochs: NonNegInt = 0
+    top_k: PositiveInt | None = None
+    variants: Annotated[list[ILVariant], Field(min_length=1)] = [
+        "full", "uniform_non_gt", "shuffled_non_gt"
+    ]
+
+
+class Params(Section):
+    """The whole ``params.yaml``."""
+
+    profile: str = "quick"
+    seeds: Annotated[list[int], Field(min_length=1)] = [0, 1]
+    data: DataConfig = DataConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    teacher: TeacherConfig
+    student: StudentConfig
+    kd: KDConfig = KDConfig()
+    kd_ablation: KDAblationConfig = KDAblationConfig()
+    label_smoothing: LabelSmoothingConfig = LabelSmoothingConfig()
+    confidence_penalty: ConfidencePenaltyConfig = ConfidencePenaltyConfig()
+    tf_kd_virtual: TFKDVirtualConfig = TFKDVirtualConfig()
+    dml: DMLConfig = DMLConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    introspective: IntrospectiveConfig = IntrospectiveConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be unique")
+        return value
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _section_at(model, error["loc"][:-1])
+        hint = ""
+        if parent is not None:
+            close = difflib.get_close_matches(str(error["loc"][-1]), parent.model_fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{loc}: unknown key{hint}"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    message = error["msg"]
+    message = message[0].lower() + message[1:]
+    message = message.removeprefix("value error, ")
+    return f"{loc}: {message}, got {error.get('input')!r}"
+
+
+def _section_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        if not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a nested dict; raise :class:`ConfigError` with one line per problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, Params) for e in exc.errors()]
+        raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_params(raw, str(path))
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of JSON-able config pieces (tags, checkpoint matching)."""
+    blob = json.dumps(
+        [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (MLflow params are flat)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,269 @@
+"""The one training engine: every method (CE, KD, DML, IL, ...) trains through ``fit``.
+
+Design choices, and why:
+* The prepared dataset sits on the training device as uint8; batches are
+  normalised and augmented there (no DataLoader workers for 32x32 data).
+* The learning rate is a pure function of the epoch, so resuming needs no
+  scheduler object, only the epoch counter.
+* After every epoch a checkpoint (models, optimizer, RNG states, history, and
+  whatever ``extra`` the caller needs, e.g. the MLflow run id) is written
+  atomically; ``fit`` continues from it bit-for-bit on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .augment import random_crop_flip
+from .config import RuntimeConfig, TrainConfig
+from .data import Prepared
+from .errors import CheckpointError, TrainingDiverged
+from .io import atomic_torch_save
+from .methods.base import Method
+from .metrics import classification_metrics
+
+CHECKPOINT_VERSION = 1
+
+
+def select_device(runtime: RuntimeConfig) -> torch.device:
+    if runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from .errors import ConfigError
+
+            raise ConfigError("runtime.device: 'cuda' requested but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def configure_runtime(runtime: RuntimeConfig) -> torch.device:
+    if runtime.num_threads:
+        torch.set_num_threads(runtime.num_threads)
+    if runtime.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = select_device(runtime)
+    if device.type == "cuda" and not runtime.deterministic:
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class DeviceData:
+    """A prepared dataset on the training device; normalises batches on the fly."""
+
+    def __init__(self, prepared: Prepared, device: torch.device) -> None:
+        self.device = device
+        self.meta = prepared.meta
+        self.num_classes = prepared.num_classes
+        self.x = {s: torch.from_numpy(prepared.x(s)).to(device) for s in ("train", "val", "test")}
+        self.y = {s: torch.from_numpy(prepared.y(s)).to(device) for s in ("train", "val", "test")}
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(prepared.meta["mean"], device=device).view(shape)
+        self.std = torch.tensor(prepared.meta["std"], device=device).view(shape)
+
+    def size(self, split: str) -> int:
+        return int(self.y[split].shape[0])
+
+    def batch(self, split: str, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+        x = self.x[split][index].float().div_(255.0)
+        return (x - self.mean) / self.std, self.y[split][index]
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate for 0-based ``epoch`` (milestones are fractions of ``epochs``)."""
+    sched = cfg.schedule
+    if sched.name == "constant":
+        return cfg.lr
+    if sched.name == "cosine":
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    passed = sum(epoch >= round(m * cfg.epochs) for m in sched.milestones)
+    return cfg.lr * sched.gamma**passed
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: DeviceData, split: str, batch_size: int) -> Tensor:
+    was_training = model.training
+    model.eval()
+    logits = [model(data.batch(split, slice(i, i + batch_size))[0])
+              for i in range(0, data.size(split), batch_size)]
+    model.train(was_training)
+    return torch.cat(logits).float()
+
+
+def evaluate(method: Method, data: DeviceData, batch_size: int) -> dict[str, float]:
+    """Metrics of every evaluated model on val (if any) and test.
+
+    With several models (DML peers) each gets a ``<name>_`` prefix and the
+    unprefixed keys are their mean.
+    """
+    models = method.evaluated()
+    out: dict[str, float] = {}
+    per_model: list[dict[str, float]] = []
+    for name, model in models.items():
+        metrics: dict[str, float] = {}
+        for split in ("val", "test"):
+            if data.size(split):
+                logits = predict(model, data, split, batch_size)
+                metrics.update(classification_metrics(logits, data.y[split], f"{split}_"))
+        per_model.append(metrics)
+        if len(models) > 1:
+            out.update({f"{name}_{k}": v for k, v in metrics.items()})
+    for key in per_model[0]:
+        out[key] = float(np.mean([m[key] for m in per_model]))
+    return out
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    fingerprint: str
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when absent or written for other params."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{self.path}: checkpoint is unreadable ({type(exc).__name__}); "
+                "delete it to restart this run from scratch"
+            ) from None
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{self.path}: not an ilkd checkpoint; delete it to restart")
+        if state.get("fingerprint") != self.fingerprint:
+            print(f"[ilkd] {self.path}: written for other params, starting from scratch")
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(self.path, {**state, "version": CHECKPOINT_VERSION,
+                                      "fingerprint": self.fingerprint})
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+def fit(
+    method: Method,
+    data: DeviceData,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    label: str = "train",
+) -> list[dict[str, float]]:
+    """Train ``method`` for ``cfg.epochs``; return one metrics row per epoch.
+
+    ``resume`` is a state from :meth:`Checkpoint.load`; ``extra`` is stored in
+    every checkpoint as-is. ``on_epoch`` receives each finished epoch's row.
+    """
+    method.to(data.device)
+    params = [p for p in method.models.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume is not None:
+        method.models.load_state_dict(resume["models"])
+        optimizer.load_state_dict(resume["optimizer"])
+        _set_rng_state(resume["rng"], generator)
+        history = list(resume["history"])
+        start = int(resume["epoch"])
+        if start < cfg.epochs:
+            print(f"[ilkd] {label}: resuming after epoch {start}/{cfg.epochs}")
+
+    n = data.size("train")
+    steps = math.ceil(n / cfg.batch_size)
+    for epoch in range(start, cfg.epochs):
+        tic = time.perf_counter()
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        method.train()
+        order = torch.randperm(n, generator=generator).to(data.device)
+        sums: dict[str, float] = {}
+        correct = 0.0
+        bar = tqdm(range(steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None if progress else True)
+        for i in bar:
+            x, y = data.batch("train", order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+            x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
+            out = method.step(x, y, epoch)
+            loss = out.loss
+            if not torch.isfinite(loss.detach()):
+                terms = {k: float(v.detach()) for k, v in out.terms.items()}
+                raise TrainingDiverged(
+                    f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} ({terms}); "
+                    "lower train.lr or check the method's params"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            weight = len(y) / n
+            logged = {"loss": loss, **out.terms, **out.stats}
+            for name, value in logged.items():
+                key = f"train_{name}"
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
+            correct += float(out.logits.detach().argmax(1).eq(y).sum())
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **sums,
+                                 "train_acc": 100.0 * correct / n}
+        row.update(method.epoch_metrics())
+        row.update(evaluate(method, data, cfg.eval_batch_size))
+        row["epoch_time_s"] = time.perf_counter() - tic
+        history.append(row)
+        if checkpoint is not None:
+            checkpoint.save({"models": method.models.state_dict(),
+                             "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                             "history": history, "rng": _rng_state(generator),
+                             "extra": extra or {}})
+        if on_epoch is not None:
+            on_epoch(row)
+        print(_summary(label, epoch, cfg.epochs, row), flush=True)
+    return history
+
+
+def _summary(label: str, epoch: int, epochs: int, row: dict[str, float]) -> str:
+    parts = [f"[ilkd] {label} epoch {epoch + 1}/{epochs}", f"lr {row['lr']:.4g}",
+             f"loss {row['train_loss']:.4f}", f"train_acc {row['train_acc']:.2f}"]
+    parts += [f"{k} {row[k]:.4f}" if "acc" not in k else f"{k} {row[k]:.2f}"
+              for k in ("val_acc", "test_acc", "test_nll") if k in row]
+    parts.append(f"({row['epoch_time_s']:.1f}s)")
+    return "  ".join(parts)

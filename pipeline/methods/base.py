@@ -1,0 +1,60 @@
+"""The method interface every training objective implements.
+
+A method owns the models it trains (``self.models``; DML has two) and any frozen
+helpers (a teacher). ``step`` returns named loss terms; the engine sums them, so
+what goes to MLflow is exactly what is optimised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class StepOutput:
+    """Loss terms of one training step and the logits used for train accuracy."""
+
+    terms: dict[str, Tensor]
+    logits: Tensor
+    stats: dict[str, Tensor] = field(default_factory=dict)  # logged, not optimised
+
+    @property
+    def loss(self) -> Tensor:
+        return sum(self.terms.values())  # type: ignore[return-value]
+
+
+class Method(nn.Module):
+    """Base class: one trainable ``student`` model, plain evaluation."""
+
+    name = "base"
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.models = nn.ModuleDict({"student": student})
+
+    def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
+        raise NotImplementedError
+
+    def evaluated(self) -> dict[str, nn.Module]:
+        """Models whose test metrics are reported (prefixed by name when several)."""
+        return dict(self.models.items())
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Method-specific per-epoch figures (reset after reading); none by default."""
+        return {}
+
+    def train(self, mode: bool = True) -> Method:
+        self.models.train(mode)  # frozen helpers (teachers) stay in eval mode
+        self.training = mode
+        return self
+
+    @property
+    def student(self) -> nn.Module:
+        return self.models["student"]
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y)

@@ -1,0 +1,15 @@
+"""Standard training: cross-entropy with the one-hot label."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import Method, StepOutput, cross_entropy
+
+
+class CE(Method):
+    name = "ce"
+
+    def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
+        logits = self.student(x)
+        return StepOutput({"ce": cross_entropy(logits, y)}, logits)

@@ -1,0 +1,44 @@
+"""Knowledge distillation (Hinton et al. 2015) and its T1 component ablation.
+
+``(1-alpha) * CE + alpha * T^2 * KL(t' || softmax(z / T))`` where ``t'`` is the
+teacher's softened output after the configured variant (see ``targets``). The
+teacher is frozen, kept in eval mode, and sees the same augmented batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Method, StepOutput, cross_entropy
+from .targets import distill
+
+KD_VARIANTS = ("full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class KD(Method):
+    name = "kd"
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, alpha: float, T: float,
+                 variant: str = "full") -> None:
+        super().__init__(student)
+        if variant not in KD_VARIANTS:
+            raise ValueError(f"unknown KD variant '{variant}' (known: {KD_VARIANTS})")
+        self.teacher = freeze(teacher)
+        self.alpha, self.T, self.variant = alpha, T, variant
+
+    def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
+        with torch.no_grad():
+            t = F.softmax(self.teacher(x) / self.T, dim=1)
+        logits = self.student(x)
+        terms = {"ce": (1 - self.alpha) * cross_entropy(logits, y),
+                 "kd": self.alpha * distill(t, logits, y, self.variant, self.T)}
+        return StepOutput(terms, logits)

@@ -1,0 +1,1 @@
+"""Thin DVC entry points: parse the command line and params, call ``pipeline``."""

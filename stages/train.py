@@ -1,0 +1,50 @@
+"""DVC training stages: ``teacher``, ``baselines``, ``kd_ablation``, ``introspective``.
+
+    python -m stages.train teacher
+    python -m stages.train baselines --method kd --seed 0
+    python -m stages.train kd_ablation --variant shuffled_non_gt --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli import main
+from pipeline.config import load_params
+from pipeline.errors import ConfigError
+from pipeline.runner import RunSpec, run
+
+STAGE_METHOD = {"teacher": "ce", "kd_ablation": "kd", "introspective": "introspective"}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["teacher", "baselines", "kd_ablation", "introspective"])
+    parser.add_argument("--method", help="baselines: which method")
+    parser.add_argument("--variant", default="full", help="kd_ablation / introspective variant")
+    parser.add_argument("--seed", type=int, help="seed (teacher: teacher.seed)")
+    parser.add_argument("--params", default="params.yaml")
+    return parser.parse_args(argv)
+
+
+def entry(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    params = load_params(args.params)
+    if args.stage == "baselines":
+        if not args.method:
+            raise ConfigError("baselines: --method is required")
+        method = args.method
+    else:
+        method = STAGE_METHOD[args.stage]
+    seed = params.teacher.seed if args.stage == "teacher" else args.seed
+    if seed is None:
+        raise ConfigError(f"{args.stage}: --seed is required")
+    metrics = run(RunSpec(args.stage, method, args.variant, seed), params)
+    shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("test_acc", "test_nll", "test_ece")
+                      if k in metrics)
+    print(f"[ilkd] done: {shown}")
+
+
+if __name__ == "__main__":
+    main(entry)

@@ -1,0 +1,96 @@
+"""Params validation: every bad input fails with a line that names the key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.config import fingerprint, flatten, load_params, parse_params
+from pipeline.errors import ConfigError
+
+from .conftest import REPO
+
+
+def test_repo_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.name == "digits"
+    assert params.profile == "quick"
+    assert len(params.seeds) >= 2
+
+
+def _set(raw: dict, dotted: str, value) -> dict:
+    raw = copy.deepcopy(raw)
+    node = raw
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+_DELETE = object()
+
+BAD = [
+    ("student.train.lr", -0.1, "student.train.lr: input should be greater than 0, got -0.1"),
+    ("student.train.lr", "0.1", "student.train.lr: input should be a valid number"),
+    ("student.train.epochs", 2.5, "student.train.epochs: input should be a valid integer"),
+    ("student.train.lrr", 0.1, "student.train.lrr: unknown key (did you mean 'lr'?)"),
+    ("data.name", "mnist", "data.name: input should be 'digits', 'synthetic'"),
+    ("teacher.model.arch", "resnet19", "teacher.model.arch: unknown architecture 'resnet19'"),
+    ("kd.alpha", 1.5, "kd.alpha: input should be less than or equal to 1, got 1.5"),
+    ("kd.T", -1.0, "kd.T: input should be greater than 0, got -1.0"),
+    ("kd.T", 0, "kd.T: input should be greater than 0, got 0"),
+    ("seeds", [], "seeds: list should have at least 1 item"),
+    ("seeds", [0, 0], "seeds: seeds must be unique"),
+    ("kd_ablation.variants", ["full", "uniform"], "kd_ablation.variants.1: input should be"),
+    ("baselines.methods", ["ce", "mixup"], "baselines.methods.1: input should be"),
+    ("runtime.deterministic", "yes", "runtime.deterministic: input should be a valid boolean"),
+    ("label_smoothing.epsilon", 1.0, "label_smoothing.epsilon: input should be less than 1"),
+    ("introspective.explainer", "lime", "introspective.explainer: input should be 'gradcam'"),
+    ("student.train", _DELETE, "student.train: required key is missing"),
+    ("dml.form", "sum", "dml.form: input should be 'convex' or 'original'"),
+    ("data.val_per_class", -1, "data.val_per_class: input should be greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_value_names_the_key(base_raw, key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_params(_set(base_raw, key, value))
+    assert expected in str(info.value)
+    assert str(info.value).startswith("params.yaml: ")
+
+
+def test_unknown_top_level_section(base_raw):
+    raw = dict(base_raw, techer={"seed": 1})
+    with pytest.raises(ConfigError, match=r"techer: unknown key \(did you mean 'teacher'\?\)"):
+        parse_params(raw)
+
+
+def test_not_a_mapping():
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_params([1, 2])
+
+
+def test_cli_exits_2_with_one_line(tmp_path, base_raw):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(base_raw, "data.name", "mnist")))
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path,
+                          capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: params.yaml: data.name:")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_flatten_and_fingerprint():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})

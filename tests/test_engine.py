@@ -1,0 +1,105 @@
+"""The training engine: learning, determinism, resume, schedules, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline import engine
+from pipeline.errors import CheckpointError, TrainingDiverged
+from pipeline.methods.ce import CE
+from pipeline.methods.dml import DML
+from pipeline.models import build_model
+
+from .helpers import device_data, train_cfg
+
+
+def _ce(seed: int = 0) -> CE:
+    torch.manual_seed(seed)
+    return CE(build_model("small_cnn", 4, 1, 0.25))
+
+
+def _strip(history):
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+
+def test_loss_decreases_and_learns():
+    data = device_data()
+    history = engine.fit(_ce(), data, train_cfg(epochs=6), seed=0, progress=False)
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["test_acc"] > 60.0  # 4 classes: chance is 25%
+    assert [r["epoch"] for r in history] == list(range(1, 7))
+
+
+def test_same_seed_same_metrics_other_seed_differs():
+    data = device_data()
+    runs = []
+    for seed in (0, 0, 1):
+        engine.seed_everything(seed)
+        runs.append(_strip(engine.fit(_ce(seed), data, train_cfg(), seed=seed, progress=False)))
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path):
+    data = device_data()
+    cfg = train_cfg(epochs=4)
+    engine.seed_everything(0)
+    full = engine.fit(_ce(), data, cfg, seed=0, progress=False)
+
+    ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
+
+    def die_after_two(row):
+        if row["epoch"] == 2:
+            raise Killed
+
+    engine.seed_everything(0)
+    with pytest.raises(Killed):
+        engine.fit(_ce(), data, cfg, seed=0, checkpoint=ckpt, on_epoch=die_after_two,
+                   extra={"run_id": "r1"}, progress=False)
+    state = ckpt.load()
+    assert state["epoch"] == 2 and state["extra"] == {"run_id": "r1"}
+    engine.seed_everything(123)  # a fresh process would have other RNG state
+    resumed = engine.fit(_ce(seed=99), data, cfg, seed=0, checkpoint=ckpt, resume=state,
+                         progress=False)
+    assert _strip(resumed) == _strip(full)
+
+
+def test_checkpoint_for_other_params_is_ignored_and_truncated_one_fails(tmp_path):
+    ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
+    ckpt.save({"epoch": 1})
+    assert engine.Checkpoint(tmp_path / "last.pt", "other").load() is None
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:50])
+    with pytest.raises(CheckpointError, match=r"last\.pt: checkpoint is unreadable"):
+        ckpt.load()
+
+
+def test_lr_schedules():
+    cfg = train_cfg(epochs=10, lr=0.1, schedule={"name": "multistep", "milestones": [0.5, 0.8],
+                                                 "gamma": 0.1})
+    assert [round(engine.lr_at(cfg, e), 6) for e in (0, 4, 5, 7, 8, 9)] == \
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    cos = train_cfg(epochs=4, lr=0.2, schedule={"name": "cosine"})
+    assert engine.lr_at(cos, 2) == pytest.approx(0.1)
+    assert engine.lr_at(cos, 1) == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)))
+    assert engine.lr_at(train_cfg(schedule={"name": "constant"}), 2) == 0.05
+
+
+def test_exploding_lr_stops_within_the_step():
+    with pytest.raises(TrainingDiverged, match="non-finite loss at epoch 1"):
+        engine.fit(_ce(), device_data(), train_cfg(lr=1e12, schedule={"name": "constant"}),
+                   seed=0, progress=False)
+
+
+def test_dml_reports_each_peer_and_their_mean():
+    torch.manual_seed(0)
+    method = DML(build_model("small_cnn", 4, 1, 0.25), build_model("small_cnn", 4, 1, 0.25), 0.5)
+    row = engine.fit(method, device_data(), train_cfg(epochs=1), seed=0, progress=False)[-1]
+    assert row["test_acc"] == pytest.approx((row["peer0_test_acc"] + row["peer1_test_acc"]) / 2)
+    assert {"train_peer0_ce", "train_peer1_kl"} <= set(row)

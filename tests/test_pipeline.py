@@ -1,0 +1,94 @@
+"""Integration: the repo's dvc.yaml in a temporary git repo, `dvc repro` on tiny params."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from .conftest import REPO, tiny_raw
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return env
+
+
+def sh(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def make_project(root: Path, raw: dict, migrated_db: Path) -> Path:
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copy(migrated_db, root / "mlflow.db")
+    sh(root, "git", "init", "-q")
+    sh(root, sys.executable, "-m", "dvc", "init", "-q")
+    sh(root, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    return root
+
+
+@pytest.fixture
+def tiny_dag(base_raw) -> dict:
+    raw = tiny_raw(base_raw)
+    raw["baselines"]["methods"] = ["ce", "kd"]
+    raw["kd_ablation"]["variants"] = ["shuffled_non_gt"]
+    return raw
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return sh(root, sys.executable, "-m", "dvc", *args)
+
+
+def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
+    root = make_project(tmp_path / "proj", tiny_dag, migrated_db)
+    out = dvc(root, "repro")
+    assert "Running stage 'teacher'" in out.stdout
+    assert "Running stage 'kd_ablation@shuffled_non_gt-0'" in out.stdout
+    assert (root / "data/prepared/data.npz").is_file()
+    assert (root / "models/teacher/model.pt").is_file()
+    for folder in ("teacher", "baselines/ce-0", "baselines/kd-0", "kd_ablation/shuffled_non_gt-0"):
+        metrics = json.loads((root / "results" / folder / "metrics.json").read_text())
+        assert {"test_acc", "test_nll", "test_ece", "test_top5"} <= set(metrics)
+        assert (root / "results" / folder / "history.csv").read_text().startswith("epoch,")
+
+    # every stage logged one finished run into the repo's own (absolute) SQLite store
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.run_name for r in runs) == [
+        "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0", "teacher"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    teacher_run = json.loads((root / "results/teacher/mlflow_run.json").read_text())["run_id"]
+    assert {r.info.run_id for r in runs if r.info.run_name == "teacher"} == {teacher_run}
+
+    # up to date: nothing to do, and `dvc metrics show` sees every metrics file
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    shown = json.loads(dvc(root, "metrics", "show", "--json").stdout)
+    assert len(json.dumps(shown).split("metrics.json")) - 1 == 4
+
+    # editing a teacher key invalidates exactly the teacher stage
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["teacher"]["train"]["lr"] = 0.02
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"teacher"}
+    # ... and a KD key exactly the stages that read it
+    raw["teacher"]["train"]["lr"] = tiny_dag["teacher"]["train"]["lr"]
+    raw["kd"]["T"] = 2.0
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {
+        "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0"}

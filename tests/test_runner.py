@@ -1,0 +1,106 @@
+"""A stage instance end to end in-process: outputs, MLflow run, teacher checks, tracking errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import parse_params
+from pipeline.data import prepare
+from pipeline.errors import CheckpointError, TrackingError
+from pipeline.runner import RunSpec, load_teacher, run
+from pipeline.tracking import Tracker, check_reachable, resolve_tracking_uri
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny, mlflow_uri):
+    monkeypatch.chdir(tmp_path)
+    params = parse_params(tiny)
+    prepare(params.data, tmp_path / "data/prepared")
+    return tmp_path, params
+
+
+def test_teacher_then_kd_student(workdir, mlflow_uri):
+    root, params = workdir
+    metrics = run(RunSpec("teacher", "ce", seed=0), params, root)
+    for key in ("test_acc", "test_nll", "test_ece", "test_top5"):
+        assert key in metrics
+    assert (root / "models/teacher/model.pt").is_file()
+    assert (root / "results/teacher/curves.png").stat().st_size > 1000
+    saved = json.loads((root / "results/teacher/metrics.json").read_text())
+    assert saved == pytest.approx(metrics)
+    run_info = json.loads((root / "results/teacher/mlflow_run.json").read_text())
+
+    client = MlflowClient(mlflow_uri)
+    mlrun = client.get_run(run_info["run_id"])
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.data.tags["stage"] == "teacher" and mlrun.data.tags["method"] == "ce"
+    assert {"git_commit", "git_dirty", "params_hash", "seed"} <= set(mlrun.data.tags)
+    assert mlrun.data.params["train.lr"] == str(params.teacher.train.lr)
+    assert mlrun.data.params["model.arch"] == "small_cnn"
+    history = client.get_metric_history(run_info["run_id"], "test_acc")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert history[-1].value == pytest.approx(metrics["test_acc"])
+    artifacts = {a.path for a in client.list_artifacts(run_info["run_id"])}
+    assert {"metrics.json", "history.csv", "curves.png", "model"} <= artifacts
+
+    kd = run(RunSpec("kd_ablation", "kd", "shuffled_non_gt", seed=0), params, root)
+    assert (root / "results/kd_ablation/shuffled_non_gt-0/metrics.json").is_file()
+    assert kd["epochs"] == 2
+
+
+def test_rerun_with_a_finished_checkpoint_reuses_the_run(workdir, mlflow_uri):
+    root, params = workdir
+    run(RunSpec("baselines", "ce", seed=0), params, root)
+    first = json.loads((root / "results/baselines/ce-0/mlflow_run.json").read_text())
+    run(RunSpec("baselines", "ce", seed=0), params, root)
+    second = json.loads((root / "results/baselines/ce-0/mlflow_run.json").read_text())
+    assert first["run_id"] == second["run_id"]
+    steps = MlflowClient(mlflow_uri).get_metric_history(first["run_id"], "train_loss")
+    assert sorted(m.step for m in steps) == [1, 2]  # no duplicated epochs
+
+
+def test_kd_without_teacher_fails_before_training(workdir):
+    root, params = workdir
+    with pytest.raises(CheckpointError, match=r"models/teacher/model\.pt: teacher model not found"):
+        run(RunSpec("baselines", "kd", seed=0), params, root)
+    assert not (root / "results").exists()
+
+
+def test_teacher_arch_mismatch(workdir, tiny):
+    root, params = workdir
+    run(RunSpec("teacher", "ce", seed=0), params, root)
+    tiny["teacher"]["model"]["width"] = 0.5
+    other = parse_params(tiny)
+    with pytest.raises(CheckpointError, match=r"teacher is small_cnn \(width 0.25\) but params"):
+        load_teacher(root / "models/teacher/model.pt", "x", 10, 1, other.teacher.model)
+    with pytest.raises(CheckpointError, match="trained on other data"):
+        load_teacher(root / "models/teacher/model.pt", "other-sha", 10, 1, params.teacher.model)
+    model = load_teacher(root / "models/teacher/model.pt",
+                         json.loads((root / "data/prepared/meta.json").read_text())["sha256"],
+                         10, 1, params.teacher.model)
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_tracking_uri_defaults_to_absolute_sqlite(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_unreachable_tracking_server_fails_fast(monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tic = time.monotonic()
+    with pytest.raises(TrackingError, match=f"MLFLOW_TRACKING_URI={uri}: tracking server not"):
+        Tracker("x", "y", {}, {})
+    assert time.monotonic() - tic < 30
+    check_reachable("sqlite:///anything.db")  # local stores need no check
