@@ -48,8 +48,8 @@ class SyntheticConfig(Section):
     image_size: Annotated[int, Field(ge=4)] = 12
     train_per_class: PositiveInt = 100
     test_per_class: PositiveInt = 50
-    class_strength: UnitFloat = 0.5
-    noise: NonNegFloat = 0.6
+    class_strength: UnitFloat = 0.3
+    noise: NonNegFloat = 0.8
     seed: int = 0
 
 

@@ -109,7 +109,8 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
     data_sha = prepared.meta["sha256"]
     teacher = None
     teacher_sha = None
-    if REGISTRY[spec.method].needs_teacher:
+    wants = REGISTRY[spec.method].teacher
+    if wants == "required" or (wants == "optional" and TEACHER_FILE.is_file()):
         teacher = load_teacher(TEACHER_FILE, data_sha, prepared.num_classes,
                                prepared.in_channels, params.teacher.model)
         teacher_sha = _sha256(TEACHER_FILE)
@@ -149,7 +150,13 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
                              on_epoch=tracker.log_epoch, progress=params.runtime.progress,
                              label=spec.run_name)
         metrics = _final_metrics(history, spec)
+        extra_metrics, extra_files = method.report(data, spec.folder("results"))
+        metrics.update(extra_metrics)
+        if extra_metrics:
+            tracker.log_metrics(extra_metrics, step=metrics["epochs"])
         write_outputs(spec, method, history, metrics, tracker, model_cfg, data_sha)
+        for path in extra_files:
+            tracker.log_artifact(path)
     except TrainingDiverged as exc:
         tracker.set_tags({"failure_reason": str(exc)[:5000]})
         tracker.finish("FAILED")

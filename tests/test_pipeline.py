@@ -48,6 +48,7 @@ def tiny_dag(base_raw) -> dict:
     raw = tiny_raw(base_raw)
     raw["baselines"]["methods"] = ["ce", "kd"]
     raw["kd_ablation"]["variants"] = ["shuffled_non_gt"]
+    raw["introspective"]["variants"] = ["full"]
     return raw
 
 
@@ -62,7 +63,8 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     assert "Running stage 'kd_ablation@shuffled_non_gt-0'" in out.stdout
     assert (root / "data/prepared/data.npz").is_file()
     assert (root / "models/teacher/model.pt").is_file()
-    for folder in ("teacher", "baselines/ce-0", "baselines/kd-0", "kd_ablation/shuffled_non_gt-0"):
+    for folder in ("teacher", "baselines/ce-0", "baselines/kd-0", "kd_ablation/shuffled_non_gt-0",
+                   "introspective/full-0"):
         metrics = json.loads((root / "results" / folder / "metrics.json").read_text())
         assert {"test_acc", "test_nll", "test_ece", "test_top5"} <= set(metrics)
         assert (root / "results" / folder / "history.csv").read_text().startswith("epoch,")
@@ -71,7 +73,8 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.info.run_name for r in runs) == [
-        "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0", "teacher"]
+        "baselines@ce-0", "baselines@kd-0", "introspective@full-0",
+        "kd_ablation@shuffled_non_gt-0", "teacher"]
     assert all(r.info.status == "FINISHED" for r in runs)
     teacher_run = json.loads((root / "results/teacher/mlflow_run.json").read_text())["run_id"]
     assert {r.info.run_id for r in runs if r.info.run_name == "teacher"} == {teacher_run}
@@ -79,7 +82,15 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     # up to date: nothing to do, and `dvc metrics show` sees every metrics file
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
     shown = json.loads(dvc(root, "metrics", "show", "--json").stdout)
-    assert len(json.dumps(shown).split("metrics.json")) - 1 == 4
+    assert len(json.dumps(shown).split("metrics.json")) - 1 == 5
+
+    # IL's own figures: target statistics per epoch, similarity matrix and explanations
+    il = json.loads((root / "results/introspective/full-0/metrics.json").read_text())
+    assert 0 < il["target_gt_prob"] <= 1 and -1 <= il["similarity_rank_corr_teacher"] <= 1
+    il_run = [r for r in runs if r.info.run_name == "introspective@full-0"][0]
+    names = {a.path for a in client.list_artifacts(il_run.info.run_id)}
+    assert {"similarity.csv", "similarity.png", "explanations.png"} <= names
+    assert len(client.get_metric_history(il_run.info.run_id, "target_entropy")) == 2
 
     # editing a teacher key invalidates exactly the teacher stage
     raw = yaml.safe_load((root / "params.yaml").read_text())

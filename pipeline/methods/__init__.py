@@ -16,6 +16,7 @@ from .base import Method, StepOutput
 from .ce import CE
 from .confidence_penalty import ConfidencePenalty
 from .dml import DML
+from .introspective import Introspective
 from .kd import KD
 from .label_smoothing import LabelSmoothing
 from .tf_kd import TFKDVirtual
@@ -26,7 +27,11 @@ ModelFactory = Callable[[], nn.Module]
 @dataclass(frozen=True)
 class Entry:
     build: Callable[[Params, ModelFactory, nn.Module | None, str], Method]
-    needs_teacher: bool = False
+    teacher: str = "none"  # "required" (KD), "optional" (IL: only for its similarity report)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.teacher == "required"
 
 
 REGISTRY: dict[str, Entry] = {
@@ -37,8 +42,10 @@ REGISTRY: dict[str, Entry] = {
         make(), p.confidence_penalty.beta)),
     "tf_kd_virtual": Entry(lambda p, make, t, v: TFKDVirtual(
         make(), p.tf_kd_virtual.alpha, p.tf_kd_virtual.T, p.tf_kd_virtual.correct_prob)),
-    "kd": Entry(lambda p, make, t, v: KD(make(), t, p.kd.alpha, p.kd.T, v), needs_teacher=True),
+    "kd": Entry(lambda p, make, t, v: KD(make(), t, p.kd.alpha, p.kd.T, v), teacher="required"),
     "dml": Entry(lambda p, make, t, v: DML(make(), make(), p.dml.alpha, p.dml.form)),
+    "introspective": Entry(lambda p, make, t, v: Introspective(make(), p.introspective, v, t),
+                           teacher="optional"),
 }
 
 

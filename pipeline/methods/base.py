@@ -8,6 +8,8 @@ what goes to MLflow is exactly what is optimised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,6 +47,10 @@ class Method(nn.Module):
     def epoch_metrics(self) -> dict[str, float]:
         """Method-specific per-epoch figures (reset after reading); none by default."""
         return {}
+
+    def report(self, data: Any, folder: Path) -> tuple[dict[str, float], list[Path]]:
+        """After training: extra final metrics and files (figures) to keep; none by default."""
+        return {}, []
 
     def train(self, mode: bool = True) -> Method:
         self.models.train(mode)  # frozen helpers (teachers) stay in eval mode

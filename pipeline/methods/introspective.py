@@ -1,0 +1,162 @@
+"""Introspective learning (IL): distil the network's own online self-explanations.
+
+Our interpretation of the abstract (every choice is a key of ``introspective``):
+each step explains the current model's logit ``z_c`` for every class (or the
+``top_k`` highest-scoring ones plus the true class), compares each class's
+explanation with the true class's, and turns the similarities ``s`` into a soft
+target ``q``:
+
+* ``softmax``: ``q = softmax(s / tau)`` (``s_y = 1`` is the largest);
+* ``fixed_gt``: ``q_y = gt_prob``, the rest ``(1 - gt_prob) * softmax(s_non_gt / tau)``.
+
+The T4 controls (``uniform_non_gt``, ``shuffled_non_gt``) are applied to ``q``
+with the KD ablation's code. The loss has KD's convex form,
+``(1 - alpha) CE + alpha T^2 KL(q || softmax(z / T))``, with ``q`` detached and
+``alpha = 0`` during the first ``warmup_epochs``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import IntrospectiveConfig
+from ..explain import gradcam_linear, input_gradients, similarity
+from .base import Method, StepOutput, cross_entropy
+from .kd import freeze
+from .targets import kl_to_logits, non_gt_transform
+
+
+class Introspective(Method):
+    name = "introspective"
+
+    def __init__(self, student: nn.Module, cfg: IntrospectiveConfig, variant: str = "full",
+                 reference_teacher: nn.Module | None = None) -> None:
+        super().__init__(student)
+        self.cfg, self.variant = cfg, variant
+        # only for the report (rank correlation of similarities); never trains the student
+        self.reference_teacher = freeze(reference_teacher) if reference_teacher else None
+        self._sums = {"target_entropy": 0.0, "target_gt_prob": 0.0}
+        self._count = 0
+
+    # ------------------------------------------------------------ explanations
+    def explained_classes(self, logits: Tensor, y: Tensor) -> Tensor | None:
+        """``None`` (all classes) or ``(N, 1 + top_k)``: the true class first."""
+        k = self.cfg.top_k
+        if k is None or k + 1 >= logits.shape[1]:
+            return None
+        masked = logits.detach().scatter(1, y[:, None], float("-inf"))
+        return torch.cat([y[:, None], masked.topk(k, dim=1).indices], dim=1)
+
+    def explain(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Logits of the (single) forward pass, class maps ``(N, K, ...)``, explained classes."""
+        model = self.student
+        if self.cfg.explainer == "gradcam":
+            logits, fmap = model.forward_features(x)
+            classes = self.explained_classes(logits, y)
+            return logits, gradcam_linear(fmap, model.fc.weight, classes), classes
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        classes = self.explained_classes(logits, y)
+        maps = input_gradients(logits, x, classes)
+        if self.cfg.explainer == "gradient_x_input":
+            maps = maps * x.detach().unsqueeze(1)
+        return logits, maps.detach(), classes
+
+    def soft_targets(self, maps: Tensor, classes: Tensor | None, y: Tensor,
+                     num_classes: int) -> Tensor:
+        """Similarity to the true class's map -> distribution over all classes (detached)."""
+        if classes is None:
+            reference = maps[torch.arange(len(y)), y]
+            full_classes = torch.arange(num_classes, device=y.device).expand(len(y), -1)
+        else:
+            reference, full_classes = maps[:, 0], classes
+        sims = similarity(maps, reference, self.cfg.similarity)
+        scores = torch.full((len(y), num_classes), float("-inf"), device=maps.device)
+        scores = scores.scatter(1, full_classes, sims.to(scores.dtype)) / self.cfg.tau
+        if self.cfg.target_mode == "softmax":
+            return F.softmax(scores, dim=1).detach()
+        non_gt = F.softmax(scores.scatter(1, y[:, None], float("-inf")), dim=1)
+        q = (1 - self.cfg.gt_prob) * non_gt
+        return q.scatter(1, y[:, None], self.cfg.gt_prob).detach()
+
+    # ------------------------------------------------------------ training
+    def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
+        cfg = self.cfg
+        if epoch < cfg.warmup_epochs or cfg.alpha == 0:
+            logits = self.student(x)
+            zero = logits.new_zeros(())
+            return StepOutput({"ce": cross_entropy(logits, y), "introspective": zero}, logits)
+        logits, maps, classes = self.explain(x, y)
+        q = self.soft_targets(maps, classes, y, logits.shape[1])
+        q = non_gt_transform(q, y, self.variant)
+        self._record(q, y)
+        terms = {"ce": (1 - cfg.alpha) * cross_entropy(logits, y),
+                 "introspective": cfg.alpha * cfg.T**2 * kl_to_logits(q, logits, cfg.T)}
+        return StepOutput(terms, logits)
+
+    def _record(self, q: Tensor, y: Tensor) -> None:
+        entropy = -torch.xlogy(q, q).sum(dim=1)
+        self._sums["target_entropy"] += float(entropy.sum())
+        self._sums["target_gt_prob"] += float(q.gather(1, y[:, None]).sum())
+        self._count += len(y)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        if not self._count:
+            return {}
+        out = {k: v / self._count for k, v in self._sums.items()}
+        self._sums = dict.fromkeys(self._sums, 0.0)
+        self._count = 0
+        return out
+
+    # ------------------------------------------------------------ report
+    def similarity_matrix(self, x: Tensor, y: Tensor, num_classes: int,
+                          batch_size: int = 256) -> np.ndarray:
+        """Mean (untransformed) self-explanation target per true class, eval mode."""
+        was_training = self.student.training
+        self.student.eval()
+        sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+        with torch.enable_grad():
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                _, maps, classes = self.explain(xb, yb)
+                q = self.soft_targets(maps, classes, yb, num_classes).double().cpu()
+                sums.index_add_(0, yb.cpu(), q)
+        self.student.train(was_training)
+        counts = torch.bincount(y.cpu(), minlength=num_classes).clamp_min(1).double()
+        return (sums / counts[:, None]).numpy()
+
+    def report(self, data: Any, folder: Path) -> tuple[dict[str, float], list[Path]]:
+        from ..analysis import similarity_report, teacher_similarity
+        from ..report import explanation_grid, save_figure, similarity_heatmaps
+
+        x, y = data.batch("test", slice(None))
+        classes = data.meta["classes"]
+        il = self.similarity_matrix(x, y, len(classes))
+        teacher = None
+        if self.reference_teacher is not None:
+            teacher = teacher_similarity(self.reference_teacher, x, y, len(classes))
+        metrics = similarity_report(il, teacher, data.meta.get("groups"))
+        files = [folder / "similarity.csv", folder / "similarity.png", folder / "explanations.png"]
+        from ..io import atomic_write_text
+
+        header = "true_class," + ",".join(classes)
+        rows = [f"{c}," + ",".join(f"{v:.6f}" for v in row) for c, row in zip(classes, il,
+                                                                            strict=True)]
+        atomic_write_text(files[0], "\n".join([header, *rows]) + "\n")
+        save_figure(similarity_heatmaps(il, teacher, classes,
+                                        metrics.get("similarity_rank_corr_teacher")), files[1])
+        first = [int((y == c).nonzero()[0]) for c in range(len(classes)) if (y == c).any()]
+        shown = first[:10]
+        self.student.eval()
+        with torch.enable_grad():
+            _, maps, _ = self.explain(x[shown], y[shown])
+        self.student.train()
+        save_figure(explanation_grid(x[shown], y[shown], maps, classes, self.cfg.explainer),
+                    files[2])
+        return metrics, files
