@@ -44,7 +44,8 @@ def test_gradcam_autograd_matches_linear_and_top_k(model_and_batch):
     torch.testing.assert_close(gradcam_autograd(logits, fmap), full, rtol=1e-5, atol=1e-6)
     classes = torch.tensor([[4, 0], [1, 2], [3, 3], [0, 1], [2, 4], [1, 0]])
     subset = gradcam_linear(fmap, model.fc.weight, classes)
-    torch.testing.assert_close(subset, full.gather(1, classes[:, :, None, None].expand(-1, -1, *full.shape[2:])))
+    index = classes[:, :, None, None].expand(-1, -1, *full.shape[2:])
+    torch.testing.assert_close(subset, full.gather(1, index))
 
 
 def test_input_gradients_match_captum(model_and_batch):
