@@ -44,3 +44,20 @@ def classification_metrics(logits: Tensor, labels: Tensor, prefix: str = "") -> 
     if logits.shape[1] >= TOP5_MIN_CLASSES:
         out[f"{prefix}top5"] = 100.0 * topk_accuracy(logits, labels, 5)
     return out
+
+
+def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = ECE_BINS) -> dict[str, list]:
+    """Per confidence bin ``(lo, hi]``: sample count, mean confidence, accuracy (for diagrams)."""
+    conf, pred = probs.double().max(dim=1)
+    correct = pred.eq(labels).double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    out: dict[str, list] = {"lower": [], "upper": [], "count": [], "confidence": [], "accuracy": []}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = ((conf > lo) & (conf <= hi)).cpu()
+        n = int(in_bin.sum())
+        out["lower"].append(float(lo))
+        out["upper"].append(float(hi))
+        out["count"].append(n)
+        out["confidence"].append(float(conf.cpu()[in_bin].mean()) if n else 0.0)
+        out["accuracy"].append(float(correct.cpu()[in_bin].mean()) if n else 0.0)
+    return out

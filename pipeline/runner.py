@@ -24,6 +24,7 @@ from .data import DATA_FILE, load_prepared
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from .methods import REGISTRY, build_method
+from .metrics import reliability_bins
 from .models import build_model
 from .report import save_figure, training_curves
 from .tracking import RUN_FILE, Tracker
@@ -154,7 +155,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         metrics.update(extra_metrics)
         if extra_metrics:
             tracker.log_metrics(extra_metrics, step=metrics["epochs"])
-        write_outputs(spec, method, history, metrics, tracker, model_cfg, data_sha)
+        write_outputs(spec, method, data, history, metrics, tracker, model_cfg, data_sha)
         for path in extra_files:
             tracker.log_artifact(path)
     except TrainingDiverged as exc:
@@ -175,7 +176,8 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
     return metrics
 
 
-def write_outputs(spec: RunSpec, method: Any, history: list[dict[str, float]],
+def write_outputs(spec: RunSpec, method: Any, data: engine.DeviceData,
+                  history: list[dict[str, float]],
                   metrics: dict[str, Any], tracker: Tracker, model_cfg: ModelConfig,
                   data_sha: str) -> None:
     """DVC outputs (each atomic), then the same files as MLflow artifacts."""
@@ -188,10 +190,14 @@ def write_outputs(spec: RunSpec, method: Any, history: list[dict[str, float]],
                  "mlflow_run_id": tracker.run_id},
     })
     atomic_write_csv(results / "history.csv", history)
+    model = next(iter(method.evaluated().values()))  # DML: peer0
+    logits = engine.predict(model, data, "test", 1024)
+    atomic_write_json(results / "reliability.json",
+                      reliability_bins(logits.softmax(1), data.y["test"]))
     save_figure(training_curves(history, spec.run_name), results / "curves.png")
     atomic_write_json(results / RUN_FILE, {**tracker.describe(), "run_name": spec.run_name})
     atomic_write_json(results / "metrics.json", metrics)
-    for name in ("metrics.json", "history.csv", "curves.png"):
+    for name in ("metrics.json", "history.csv", "curves.png", "reliability.json"):
         tracker.log_artifact(results / name)
     tracker.log_artifact(model_file, "model")
 

@@ -65,7 +65,8 @@ def test_batched_vjp_equals_a_per_class_loop_in_train_mode():
     model = build_model("small_cnn", 4, 1, 0.25).train()
     x = torch.randn(5, 1, 8, 8, requires_grad=True)
     logits = model(x)
-    batched = input_gradients(logits, x)
+    batched = input_gradients(logits, x, batched=True)
+    torch.testing.assert_close(input_gradients(logits, x, batched=False), batched)
     for c in range(4):
         (loop,) = torch.autograd.grad(logits[:, c].sum(), x, retain_graph=True)
         torch.testing.assert_close(batched[:, c], loop, rtol=1e-5, atol=1e-7)

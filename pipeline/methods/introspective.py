@@ -133,7 +133,7 @@ class Introspective(Method):
 
     def report(self, data: Any, folder: Path) -> tuple[dict[str, float], list[Path]]:
         from ..analysis import similarity_report, teacher_similarity
-        from ..report import explanation_grid, save_figure, similarity_heatmaps
+        from ..report import explanation_grid, save_figure, similarity_heatmaps, write_matrix
 
         x, y = data.batch("test", slice(None))
         classes = data.meta["classes"]
@@ -143,12 +143,10 @@ class Introspective(Method):
             teacher = teacher_similarity(self.reference_teacher, x, y, len(classes))
         metrics = similarity_report(il, teacher, data.meta.get("groups"))
         files = [folder / "similarity.csv", folder / "similarity.png", folder / "explanations.png"]
-        from ..io import atomic_write_text
-
-        header = "true_class," + ",".join(classes)
-        rows = [f"{c}," + ",".join(f"{v:.6f}" for v in row) for c, row in zip(classes, il,
-                                                                            strict=True)]
-        atomic_write_text(files[0], "\n".join([header, *rows]) + "\n")
+        write_matrix(files[0], il, classes)
+        if teacher is not None:
+            files.append(folder / "teacher_similarity.csv")
+            write_matrix(files[-1], teacher, classes)
         save_figure(similarity_heatmaps(il, teacher, classes,
                                         metrics.get("similarity_rank_corr_teacher")), files[1])
         first = [int((y == c).nonzero()[0]) for c in range(len(classes)) if (y == c).any()]

@@ -1,0 +1,75 @@
+"""Step time of introspective learning relative to plain CE, per explainer and class count.
+
+    .venv/bin/python benchmarks/il_overhead.py [--arch resnet8] [--batch 64] [--size 32]
+
+Same model, same batch, same machine, one process: each row is the median time of
+a full training step (forward, loss, backward, SGD update) divided by CE's.
+Targets from the issue: gradcam <= 1.10x; input_gradient at C=10 <= 1 + C/3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from pipeline.config import IntrospectiveConfig
+from pipeline.methods.ce import CE
+from pipeline.methods.introspective import Introspective
+from pipeline.models import build_model
+
+
+def step_time(method, x, y, steps: int, warmup: int = 2) -> float:
+    optimizer = torch.optim.SGD(method.models.parameters(), lr=0.01, momentum=0.9)
+    method.train()
+    times = []
+    for i in range(warmup + steps):
+        tic = time.perf_counter()
+        loss = method.step(x, y, epoch=0).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet8")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.arch}, "
+          f"batch {args.batch}, {args.size}x{args.size}x3, median of {args.steps} steps")
+    print("| C | explainer | step ms | IL / CE | target |")
+    print("|---|---|---|---|---|")
+    for num_classes in (10, 100):
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+        y = torch.randint(0, num_classes, (args.batch,), device=device)
+
+        def model(num_classes: int = num_classes):
+            torch.manual_seed(0)
+            return build_model(args.arch, num_classes, 3).to(device)
+
+        ce = step_time(CE(model()), x, y, args.steps)
+        print(f"| {num_classes} | (CE) | {1000 * ce:.1f} | 1.00 | |")
+        for explainer in ("gradcam", "input_gradient", "gradient_x_input"):
+            method = Introspective(model(), IntrospectiveConfig(explainer=explainer, alpha=0.5))
+            t = step_time(method, x, y, args.steps)
+            target = {"gradcam": "<= 1.10"}.get(explainer, "")
+            if explainer == "input_gradient" and num_classes == 10:
+                target = f"<= {1 + num_classes / 3:.2f}"
+            print(f"| {num_classes} | {explainer} | {1000 * t:.1f} | {t / ce:.2f} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

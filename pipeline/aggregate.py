@@ -1,0 +1,262 @@
+"""The paper's tables from the training stages' ``metrics.json`` files.
+
+DVC outputs are the source of truth (they exist even when a stage was restored
+from the run-cache and no new MLflow run was made). Each table row is one
+method/variant: mean ± std over seeds, and the difference to CE *paired by seed*
+with a 95% t-interval. A seed whose run is missing or failed is listed as
+missing, never silently averaged; the paired difference uses only seeds both
+rows have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .config import Params
+
+METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
+LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
+          "test_ece": "ECE"}
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    stage: str
+    name: str  # method (baselines) or variant (kd_ablation, introspective)
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    rows: tuple[Row, ...]
+
+
+CE_ROW = Row("CE", "baselines", "ce")
+
+
+def tables(params: Params) -> list[Table]:
+    """T1-T4 of the design, restricted to what ``params.yaml`` configures to run."""
+    base = set(params.baselines.methods)
+    il = params.introspective.variants
+
+    def b(label: str, method: str) -> list[Row]:
+        return [Row(label, "baselines", method)] if method in base else []
+
+    kd_labels = {"full": "KD (full)", "uniform_non_gt": "KD uniform non-GT",
+                 "shuffled_non_gt": "KD shuffled non-GT", "target_only": "KD target only (TCKD)",
+                 "non_target_only": "KD non-target only (NCKD)"}
+    il_labels = {"full": "IL (full)", "uniform_non_gt": "IL uniform non-GT",
+                 "shuffled_non_gt": "IL shuffled non-GT"}
+    il_full = [Row("IL", "introspective", "full")] if "full" in il else []
+    return [
+        Table("T1_kd_components", "T1 — which part of the teacher's output makes KD work",
+              (*b("CE", "ce"), *[Row(kd_labels[v], "kd_ablation", v)
+                                 for v in params.kd_ablation.variants])),
+        Table("T2_regularizers", "T2 — IL vs regularizers",
+              (*b("CE", "ce"), *b("label smoothing", "label_smoothing"),
+               *b("confidence penalty", "confidence_penalty"),
+               *b("teacher-free KD (virtual teacher)", "tf_kd_virtual"), *il_full)),
+        Table("T3_peers_teachers", "T3 — IL vs learning from peers (DML) and a teacher (KD)",
+              (*b("CE", "ce"), *b("DML (2 peers)", "dml"), *b("KD from a teacher", "kd"),
+               *il_full)),
+        Table("T4_introspective_components", "T4 — does IL's gain come from class similarity?",
+              (*b("CE", "ce"), *[Row(il_labels[v], "introspective", v) for v in il])),
+    ]
+
+
+def load_runs(results: Path, row: Row, seeds: Sequence[int]) -> dict[int, dict | None]:
+    """``{seed: metrics or None}``; None marks a missing or failed (non-finite) run."""
+    out: dict[int, dict | None] = {}
+    for seed in seeds:
+        path = results / row.stage / f"{row.name}-{seed}" / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            out[seed] = None
+            continue
+        ok = all(math.isfinite(metrics.get(k, float("nan"))) for k in ("test_acc", "test_nll"))
+        out[seed] = metrics if ok else None
+    return out
+
+
+def paired_ci(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided t-interval (nan bounds for n < 2)."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+MIN_SEEDS_FOR_VERDICT = 3
+
+
+def verdict(low: float, high: float, n: int) -> str:
+    """Only an interval from at least 3 paired seeds supports a claim (with 2 seeds and
+    discrete accuracies a zero-spread pair gives a zero-width, meaningless interval)."""
+    if n < MIN_SEEDS_FOR_VERDICT:
+        return f"too few seeds ({n} < {MIN_SEEDS_FOR_VERDICT})"
+    if low > 0:
+        return "better than CE"
+    if high < 0:
+        return "worse than CE"
+    return "no clear difference"
+
+
+def summarize(table: Table, results: Path, seeds: Sequence[int]) -> pd.DataFrame:
+    ce_runs = load_runs(results, CE_ROW, seeds)
+    records = []
+    for row in table.rows:
+        runs = load_runs(results, row, seeds)
+        done = {s: m for s, m in runs.items() if m is not None}
+        record: dict[str, object] = {"method": row.label, "stage": row.stage, "name": row.name,
+                                     "seeds": len(done),
+                                     "missing_seeds": " ".join(str(s) for s, m in runs.items()
+                                                               if m is None)}
+        for key in METRICS:
+            values = [m[key] for m in done.values() if key in m]
+            if values:
+                record[f"{key}_mean"] = float(np.mean(values))
+                record[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        pairs = [done[s]["test_acc"] - ce_runs[s]["test_acc"]
+                 for s in done if ce_runs.get(s) is not None]
+        mean, low, high = paired_ci(pairs)
+        is_ce = row == CE_ROW
+        record.update(d_acc_vs_ce=mean, d_acc_ci_low=low, d_acc_ci_high=high,
+                      paired_seeds=len(pairs),
+                      verdict="reference" if is_ce else verdict(low, high, len(pairs)))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def to_markdown(df: pd.DataFrame, title: str) -> str:
+    """A plain pipe table that reads well in a terminal and renders on a code host."""
+    cols = [k for k in METRICS if f"{k}_mean" in df]
+    digits = {"test_acc": 2, "test_top5": 2, "test_nll": 3, "test_ece": 3}
+    header = ["method", "seeds", *[LABELS[k] for k in cols], "Δ top-1 vs CE [95% CI]",
+              "verdict"]
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for _, r in df.iterrows():
+        seeds = f"{r['seeds']}" + (f" (missing: {r['missing_seeds']})" if r["missing_seeds"] else "")
+        cells = [r["method"], seeds]
+        cells += [_pm(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits[k]) for k in cols]
+        if r["verdict"] == "reference":
+            cells.append("—")
+        elif math.isnan(r["d_acc_vs_ce"]):
+            cells.append("n/a")
+        elif math.isnan(r["d_acc_ci_low"]):
+            cells.append(f"{r['d_acc_vs_ce']:+.2f}")
+        else:
+            cells.append(f"{r['d_acc_vs_ce']:+.2f} [{r['d_acc_ci_low']:+.2f}, "
+                         f"{r['d_acc_ci_high']:+.2f}]")
+        cells.append(str(r["verdict"]))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def histories(results: Path, row: Row, seeds: Sequence[int]) -> list[pd.DataFrame]:
+    frames = []
+    for seed in seeds:
+        path = results / row.stage / f"{row.name}-{seed}" / "history.csv"
+        if path.is_file():
+            frames.append(pd.read_csv(path))
+    return frames
+
+
+def pooled_reliability(results: Path, row: Row, seeds: Sequence[int]) -> dict | None:
+    """Reliability bins pooled over seeds (counts add; accuracy/confidence count-weighted)."""
+    parts = []
+    for seed in seeds:
+        path = results / row.stage / f"{row.name}-{seed}" / "reliability.json"
+        if path.is_file():
+            parts.append(json.loads(path.read_text()))
+    if not parts:
+        return None
+    counts = np.sum([p["count"] for p in parts], axis=0)
+    safe = np.maximum(counts, 1)
+    pooled = {"lower": parts[0]["lower"], "upper": parts[0]["upper"], "count": counts.tolist()}
+    for key in ("accuracy", "confidence"):
+        weighted = np.sum([np.asarray(p[key]) * np.asarray(p["count"]) for p in parts], axis=0)
+        pooled[key] = (weighted / safe).tolist()
+    gap = np.abs(np.asarray(pooled["accuracy"]) - np.asarray(pooled["confidence"]))
+    pooled["ece"] = float((gap * counts).sum() / max(counts.sum(), 1))
+    return pooled
+
+
+def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path) -> list[Path]:
+    """Write every table (csv + md) and figure; return the written paths."""
+    from .io import atomic_write_text
+    from .report import (
+        accuracy_bars,
+        accuracy_curves,
+        read_matrix,
+        reliability_diagrams,
+        save_figure,
+        similarity_heatmaps,
+    )
+
+    seeds = params.seeds
+    written: list[Path] = []
+    markdown = []
+    for table in tables(params):
+        df = summarize(table, results, seeds)
+        csv, md = tables_dir / f"{table.key}.csv", tables_dir / f"{table.key}.md"
+        atomic_write_text(csv, df.to_csv(index=False))
+        text = to_markdown(df, table.title)
+        atomic_write_text(md, text)
+        markdown.append(text)
+        fig = figures_dir / f"{table.key}_accuracy.png"
+        save_figure(accuracy_bars(df, table.title), fig)
+        curves = figures_dir / f"{table.key}_curves.png"
+        save_figure(accuracy_curves({r.label: histories(results, r, seeds) for r in table.rows},
+                                    table.title + " — test accuracy per epoch"), curves)
+        written += [csv, md, fig, curves]
+    all_md = tables_dir / "all_tables.md"
+    atomic_write_text(all_md, "\n".join(markdown))
+    written.append(all_md)
+
+    candidates = [CE_ROW, Row("label smoothing", "baselines", "label_smoothing"),
+                  Row("KD", "baselines", "kd"), Row("IL", "introspective", "full")]
+    bins = {r.label: b for r in candidates if (b := pooled_reliability(results, r, seeds))}
+    if bins:
+        path = figures_dir / "reliability.png"
+        save_figure(reliability_diagrams(bins), path)
+        written.append(path)
+
+    il_files = [results / "introspective" / f"full-{s}" for s in seeds]
+    il = [read_matrix(f / "similarity.csv") for f in il_files if (f / "similarity.csv").is_file()]
+    te = [read_matrix(f / "teacher_similarity.csv") for f in il_files
+          if (f / "teacher_similarity.csv").is_file()]
+    if il:
+        from .analysis import off_diagonal
+
+        il_mean = np.mean(il, axis=0)
+        teacher = np.mean(te, axis=0) if te else None
+        rho = None
+        if teacher is not None:
+            rho = float(stats.spearmanr(off_diagonal(il_mean), off_diagonal(teacher)).statistic)
+        classes = [str(c) for c in pd.read_csv(il_files[0] / "similarity.csv", index_col=0).columns]
+        path = figures_dir / "similarity_il_vs_teacher.png"
+        save_figure(similarity_heatmaps(il_mean, teacher, classes, rho), path)
+        written.append(path)
+    return written

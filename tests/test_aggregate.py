@@ -1,0 +1,130 @@
+"""Aggregation on hand-made metrics files: means, stds, paired CIs, missing and failed runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from pipeline.aggregate import (
+    CE_ROW,
+    Row,
+    Table,
+    paired_ci,
+    pooled_reliability,
+    summarize,
+    tables,
+    to_markdown,
+    write_all,
+)
+from pipeline.config import parse_params
+
+
+def _write(root, stage, name, seed, **metrics):
+    folder = root / stage / f"{name}-{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_paired_ci_hand_computed():
+    # d = [1, 2, 3]: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3)
+    mean, low, high = paired_ci([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert mean == pytest.approx(2.0)
+    assert (low, high) == pytest.approx((2 - half, 2 + half))
+    assert math.isnan(paired_ci([1.0])[1])
+
+
+def test_summary_means_stds_pairing_missing_and_failed(tmp_path):
+    for seed, acc in zip((0, 1, 2), (90.0, 91.0, 92.0), strict=True):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=acc, test_nll=0.3, test_ece=0.02)
+    # KD: seed 0 fine, seed 1 failed (nan), seed 2 missing entirely, seed 3 has no CE partner
+    _write(tmp_path, "baselines", "kd", 0, test_acc=93.0, test_nll=0.2, test_ece=0.01)
+    _write(tmp_path, "baselines", "kd", 1, test_acc=float("nan"), test_nll=0.2, test_ece=0.01)
+    _write(tmp_path, "baselines", "ls", 0, test_acc=92.0, test_nll=0.25, test_ece=0.03)
+    _write(tmp_path, "baselines", "ls", 1, test_acc=92.0, test_nll=0.27, test_ece=0.05)
+    _write(tmp_path, "baselines", "ls", 2, test_acc=95.0, test_nll=0.29, test_ece=0.04)
+    table = Table("T", "t", (CE_ROW, Row("KD", "baselines", "kd"), Row("LS", "baselines", "ls")))
+    df = summarize(table, tmp_path, [0, 1, 2]).set_index("method")
+    assert df.loc["CE", "test_acc_mean"] == pytest.approx(91.0)
+    assert df.loc["CE", "test_acc_std"] == pytest.approx(1.0)  # sample std (ddof=1)
+    assert df.loc["KD", "seeds"] == 1 and df.loc["KD", "missing_seeds"] == "1 2"
+    assert df.loc["KD", "test_acc_mean"] == pytest.approx(93.0)  # the nan run is not averaged
+    assert df.loc["KD", "d_acc_vs_ce"] == pytest.approx(3.0)
+    assert df.loc["KD", "verdict"] == "too few seeds (1 < 3)"
+    # LS - CE per seed: [2, 1, 3] -> mean 2, sd 1
+    half = 4.302652729911275 / math.sqrt(3)
+    assert df.loc["LS", "d_acc_vs_ce"] == pytest.approx(2.0)
+    assert df.loc["LS", "d_acc_ci_low"] == pytest.approx(2.0 - half)
+    assert df.loc["LS", "verdict"] == "no clear difference"  # CI crosses 0
+    assert df.loc["LS", "test_nll_mean"] == pytest.approx(0.27)
+    md = to_markdown(df.reset_index(), "title")
+    assert "| KD | 1 (missing: 1 2) | 93.00 ± 0.00 |" in md
+    assert f"+2.00 [{2 - half:+.2f}, {2 + half:+.2f}]" in md
+
+
+def test_two_seeds_never_give_a_verdict(tmp_path):
+    for seed in range(2):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=90.0, test_nll=1, test_ece=0)
+        _write(tmp_path, "baselines", "kd", seed, test_acc=91.0, test_nll=1, test_ece=0)
+    df = summarize(Table("T", "t", (CE_ROW, Row("KD", "baselines", "kd"))), tmp_path, [0, 1])
+    assert df.set_index("method").loc["KD", "verdict"] == "too few seeds (2 < 3)"
+
+
+def test_verdict_better_when_ci_above_zero(tmp_path):
+    for seed in range(3):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=90.0 + seed, test_nll=1, test_ece=0)
+        _write(tmp_path, "baselines", "kd", seed, test_acc=95.0 + seed + 0.1 * seed,
+               test_nll=1, test_ece=0)
+    df = summarize(Table("T", "t", (CE_ROW, Row("KD", "baselines", "kd"))), tmp_path, [0, 1, 2])
+    assert df.set_index("method").loc["KD", "verdict"] == "better than CE"
+
+
+def test_tables_follow_params(base_raw):
+    raw = dict(base_raw, baselines={"methods": ["ce", "kd"]},
+               kd_ablation={"variants": ["full"]})
+    t1, t2, t3, t4 = tables(parse_params(raw))
+    assert [r.label for r in t1.rows] == ["CE", "KD (full)"]
+    assert [r.label for r in t2.rows] == ["CE", "IL"]
+    assert [r.label for r in t3.rows] == ["CE", "KD from a teacher", "IL"]
+    assert [r.name for r in t4.rows] == ["ce", "full", "uniform_non_gt", "shuffled_non_gt"]
+
+
+def test_pooled_reliability(tmp_path):
+    for seed, (acc, conf) in enumerate([(1.0, 0.9), (0.5, 0.7)]):
+        folder = tmp_path / "baselines" / f"ce-{seed}"
+        folder.mkdir(parents=True)
+        (folder / "reliability.json").write_text(json.dumps(
+            {"lower": [0.0, 0.5], "upper": [0.5, 1.0], "count": [0, 2 + 2 * seed],
+             "accuracy": [0.0, acc], "confidence": [0.0, conf]}))
+    pooled = pooled_reliability(tmp_path, CE_ROW, [0, 1])
+    assert pooled["count"] == [0, 6]
+    assert pooled["accuracy"][1] == pytest.approx((2 * 1.0 + 4 * 0.5) / 6)
+    assert pooled["confidence"][1] == pytest.approx((2 * 0.9 + 4 * 0.7) / 6)
+    assert pooled["ece"] == pytest.approx(abs(4 / 6 - 4.6 / 6))
+
+
+def test_figures_have_expected_axes(tmp_path, base_raw):
+    import matplotlib.pyplot as plt
+
+    from pipeline import report
+
+    for seed in (0, 1):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=90.0 + seed, test_nll=1, test_ece=0)
+        _write(tmp_path, "baselines", "kd", seed, test_acc=92.0, test_nll=1, test_ece=0)
+    df = summarize(Table("T", "t", (CE_ROW, Row("KD", "baselines", "kd"))), tmp_path, [0, 1])
+    fig = report.accuracy_bars(df, "my table")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "test top-1 accuracy (%)" and ax.get_title() == "my table"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CE", "KD"]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([90.5, 92.0])
+    plt.close(fig)
+    raw = dict(base_raw, baselines={"methods": ["ce", "kd"]}, seeds=[0, 1])
+    written = write_all(parse_params(raw), tmp_path, tmp_path / "tables", tmp_path / "figures")
+    names = {p.name for p in written}
+    assert {"T1_kd_components.md", "T2_regularizers.csv", "T3_peers_teachers_accuracy.png",
+            "all_tables.md"} <= names
+    t1 = (tmp_path / "tables" / "T1_kd_components.md").read_text()
+    assert "| KD (full) | 0 (missing: 0 1) |" in t1  # not run -> reported as missing
