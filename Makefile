@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro test lint ui clean-runs
+.PHONY: install repro readme test lint ui bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ install: $(VENV)/.installed
 
 repro: install
 	dvc repro
+
+readme: repro
+	$(PY) -m pipeline.readme
+
+bench: install
+	$(PY) benchmarks/il_overhead.py
 
 test: install
 	$(PY) -m pytest -q
