@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,17 +74,45 @@ def tables(params: Params) -> list[Table]:
     ]
 
 
-def load_runs(results: Path, row: Row, seeds: Sequence[int]) -> dict[int, dict | None]:
+Lookup = Callable[[Row, int], "dict | None"]
+
+
+def file_lookup(results: Path) -> Lookup:
+    """Final metrics from ``results/<stage>/<name>-<seed>/metrics.json`` (DVC outputs)."""
+
+    def lookup(row: Row, seed: int) -> dict | None:
+        path = results / row.stage / f"{row.name}-{seed}" / "metrics.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    return lookup
+
+
+def mlflow_lookup(runs: pd.DataFrame) -> Lookup:
+    """Final metrics from ``mlflow.search_runs`` output (latest finished run per instance)."""
+    done = runs[runs["status"] == "FINISHED"].sort_values("start_time")
+    latest = done.groupby("tags.mlflow.runName").tail(1).set_index("tags.mlflow.runName")
+
+    def lookup(row: Row, seed: int) -> dict | None:
+        name = f"{row.stage}@{row.name}-{seed}"
+        if name not in latest.index:
+            return None
+        record = latest.loc[name]
+        return {k.removeprefix("metrics."): v for k, v in record.items()
+                if k.startswith("metrics.") and pd.notna(v)}
+
+    return lookup
+
+
+def load_runs(lookup: Lookup, row: Row, seeds: Sequence[int]) -> dict[int, dict | None]:
     """``{seed: metrics or None}``; None marks a missing or failed (non-finite) run."""
     out: dict[int, dict | None] = {}
     for seed in seeds:
-        path = results / row.stage / f"{row.name}-{seed}" / "metrics.json"
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            out[seed] = None
-            continue
-        ok = all(math.isfinite(metrics.get(k, float("nan"))) for k in ("test_acc", "test_nll"))
+        metrics = lookup(row, seed)
+        ok = metrics is not None and all(
+            math.isfinite(metrics.get(k, float("nan"))) for k in ("test_acc", "test_nll"))
         out[seed] = metrics if ok else None
     return out
 
@@ -116,7 +144,9 @@ def verdict(low: float, high: float, n: int) -> str:
     return "no clear difference"
 
 
-def summarize(table: Table, results: Path, seeds: Sequence[int]) -> pd.DataFrame:
+def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int]) -> pd.DataFrame:
+    """One row per table row; ``source`` is a results folder or a :data:`Lookup`."""
+    results = file_lookup(source) if isinstance(source, Path) else source
     ce_runs = load_runs(results, CE_ROW, seeds)
     records = []
     for row in table.rows:
