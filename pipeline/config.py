@@ -158,8 +158,8 @@ class BaselinesConfig(Section):
 class IntrospectiveConfig(Section):
     explainer: Literal["gradcam", "input_gradient", "gradient_x_input"] = "gradcam"
     similarity: Literal["cosine", "pearson"] = "cosine"
-    target_mode: Literal["softmax", "fixed_gt"] = "softmax"
-    tau: PositiveFloat = 0.05
+    target_mode: Literal["softmax", "fixed_gt"] = "fixed_gt"
+    tau: PositiveFloat = 0.1
     gt_prob: Probability = 0.9
     alpha: UnitFloat = 0.5
     T: PositiveFloat = 1.0
@@ -243,7 +243,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse_params(raw, str(path))
 
 

@@ -212,52 +212,105 @@ def fit(
 
     n = data.size("train")
     steps = math.ceil(n / cfg.batch_size)
-    for epoch in range(start, cfg.epochs):
-        tic = time.perf_counter()
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        method.train()
-        order = torch.randperm(n, generator=generator).to(data.device)
-        sums: dict[str, float] = {}
-        correct = 0.0
-        bar = tqdm(range(steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if progress else True)
-        for i in bar:
-            x, y = data.batch("train", order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-            x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
-            out = method.step(x, y, epoch)
-            loss = out.loss
-            if not torch.isfinite(loss.detach()):
-                terms = {k: float(v.detach()) for k, v in out.terms.items()}
-                raise TrainingDiverged(
-                    f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} ({terms}); "
-                    "lower train.lr or check the method's params"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            weight = len(y) / n
-            logged = {"loss": loss, **out.terms, **out.stats}
-            for name, value in logged.items():
-                key = f"train_{name}"
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
-            correct += float(out.logits.detach().argmax(1).eq(y).sum())
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **sums,
-                                 "train_acc": 100.0 * correct / n}
-        row.update(method.epoch_metrics())
-        row.update(evaluate(method, data, cfg.eval_batch_size))
-        row["epoch_time_s"] = time.perf_counter() - tic
-        history.append(row)
-        if checkpoint is not None:
-            checkpoint.save({"models": method.models.state_dict(),
-                             "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                             "history": history, "rng": _rng_state(generator),
-                             "extra": extra or {}})
-        if on_epoch is not None:
-            on_epoch(row)
-        print(_summary(label, epoch, cfg.epochs, row), flush=True)
+    partial = (resume or {}).get("partial")
+    with StopRequest() as stop:
+        for epoch in range(start, cfg.epochs):
+            tic = time.perf_counter()
+            lr = lr_at(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            method.train()
+            if partial is not None:  # resume inside an interrupted epoch
+                order = partial["order"].to(data.device)
+                first, sums, correct = partial["step"], dict(partial["sums"]), partial["correct"]
+                partial = None
+            else:
+                order = torch.randperm(n, generator=generator).to(data.device)
+                first, sums, correct = 0, {}, 0.0
+            bar = tqdm(range(first, steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=None if progress else True)
+            for i in bar:
+                x, y = data.batch("train", order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+                x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
+                out = method.step(x, y, epoch)
+                loss = out.loss
+                if not torch.isfinite(loss.detach()):
+                    terms = {k: float(v.detach()) for k, v in out.terms.items()}
+                    raise TrainingDiverged(
+                        f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} ({terms}); "
+                        "lower train.lr or check the method's params"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                weight = len(y) / n
+                logged = {"loss": loss, **out.terms, **out.stats}
+                for name, value in logged.items():
+                    key = f"train_{name}"
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
+                correct += float(out.logits.detach().argmax(1).eq(y).sum())
+                if stop.requested:
+                    if checkpoint is not None:
+                        checkpoint.save(_state(method, optimizer, epoch, history, generator,
+                                               extra, {"step": i + 1, "order": order.cpu(),
+                                                       "sums": sums, "correct": correct}))
+                    raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
+                                            f"step {i + 1}/{steps}")
+            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **sums,
+                                     "train_acc": 100.0 * correct / n}
+            row.update(method.epoch_metrics())
+            row.update(evaluate(method, data, cfg.eval_batch_size))
+            row["epoch_time_s"] = time.perf_counter() - tic
+            history.append(row)
+            if checkpoint is not None:
+                checkpoint.save(_state(method, optimizer, epoch + 1, history, generator, extra))
+            if on_epoch is not None:
+                on_epoch(row)
+            print(_summary(label, epoch, cfg.epochs, row), flush=True)
     return history
+
+
+def _state(method: Method, optimizer: torch.optim.Optimizer, epoch: int,
+           history: list[dict[str, float]], generator: torch.Generator,
+           extra: dict[str, Any] | None, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to continue bit-for-bit; ``partial`` marks a mid-epoch stop."""
+    return {"models": method.models.state_dict(), "optimizer": optimizer.state_dict(),
+            "epoch": epoch, "history": list(history), "rng": _rng_state(generator),
+            "extra": extra or {}, "partial": partial}
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag instead of raising, so the current step finishes cleanly.
+
+    A second signal falls back to the default behaviour (an immediate KeyboardInterrupt).
+    Outside the main thread signals cannot be handled; the flag then stays unset.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"[ilkd] signal {signum}: finishing the current step, then checkpointing",
+              flush=True)
+
+    def __enter__(self) -> StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _summary(label: str, epoch: int, epochs: int, row: dict[str, float]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +141,6 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
     if resume is not None:
         tracker.sync(resume["history"])
 
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         data = engine.DeviceData(prepared, device)
         history = engine.fit(method, data, train_cfg, spec.seed, checkpoint=checkpoint,
@@ -170,8 +167,6 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         tracker.set_tags({"failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
         tracker.finish("FAILED")
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     tracker.finish("FINISHED")
     return metrics
 

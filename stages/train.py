@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 from pipeline.cli import main
-from pipeline.config import load_params
+from pipeline.config import BaselineMethod, ILVariant, KDVariant, load_params
 from pipeline.errors import ConfigError
 from pipeline.runner import RunSpec, run
 
 STAGE_METHOD = {"teacher": "ce", "kd_ablation": "kd", "introspective": "introspective"}
+STAGE_VARIANTS = {"kd_ablation": get_args(KDVariant), "introspective": get_args(ILVariant)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,11 +34,16 @@ def entry(argv: list[str] | None = None) -> None:
     args = parse(argv)
     params = load_params(args.params)
     if args.stage == "baselines":
-        if not args.method:
-            raise ConfigError("baselines: --method is required")
+        if args.method not in get_args(BaselineMethod):
+            raise ConfigError(f"baselines: unknown method '{args.method}' "
+                              f"(known: {', '.join(get_args(BaselineMethod))})")
         method = args.method
     else:
         method = STAGE_METHOD[args.stage]
+    variants = STAGE_VARIANTS.get(args.stage, ("full",))
+    if args.variant not in variants:
+        raise ConfigError(f"{args.stage}: unknown variant '{args.variant}' "
+                          f"(known: {', '.join(variants)})")
     seed = params.teacher.seed if args.stage == "teacher" else args.seed
     if seed is None:
         raise ConfigError(f"{args.stage}: --seed is required")
