@@ -47,7 +47,8 @@ def summarize_sweep(show: list[dict], stage: str, variant: str, prefix: str = ""
         for key in SHOWN:
             values = [r[key] for r in runs if key in r]
             if values:
-                record[key] = f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+                std = np.std(values, ddof=1) if len(values) > 1 else 0.0
+                record[key] = f"{np.mean(values):.3f} ± {std:.3f}"
                 record[f"_{key}"] = float(np.mean(values))
         records.append(record)
     df = pd.DataFrame.from_records(records)
