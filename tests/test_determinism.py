@@ -1,0 +1,49 @@
+"""Same params + seed give bit-identical metrics on CPU, for every method and variant."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pipeline import engine
+from pipeline.config import parse_params
+from pipeline.methods import build_method
+from pipeline.models import build_model
+
+from .conftest import tiny_raw
+from .helpers import device_data, train_cfg
+
+CASES = [
+    ("ce", "full", {}), ("label_smoothing", "full", {}), ("confidence_penalty", "full", {}),
+    ("tf_kd_virtual", "full", {}), ("dml", "full", {}),
+    *[("kd", v, {}) for v in ("full", "uniform_non_gt", "shuffled_non_gt", "target_only",
+                              "non_target_only")],
+    *[("introspective", v, {"explainer": e})
+      for v in ("full", "shuffled_non_gt") for e in ("gradcam", "input_gradient")],
+    ("introspective", "uniform_non_gt", {"explainer": "gradient_x_input", "top_k": 2,
+                                         "target_mode": "softmax", "similarity": "pearson"}),
+]
+
+
+def _run(params, method_name, variant, seed):
+    data = device_data(num_classes=4, per_class=24)
+    torch.manual_seed(1234)
+    teacher = build_model("small_cnn", 4, 1, 0.25)
+    engine.seed_everything(seed)
+    method = build_method(method_name, params, lambda: build_model("small_cnn", 4, 1, 0.25),
+                          teacher, variant)
+    history = engine.fit(method, data, train_cfg(epochs=2), seed=seed, progress=False)
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+
+@pytest.mark.parametrize(("method", "variant", "il"), CASES,
+                         ids=[f"{m}-{v}-{il.get('explainer', '')}" for m, v, il in CASES])
+def test_bit_identical_reruns(base_raw, method, variant, il):
+    raw = copy.deepcopy(tiny_raw(base_raw))
+    raw["introspective"].update(il)
+    params = parse_params(raw)
+    first, second = _run(params, method, variant, 3), _run(params, method, variant, 3)
+    assert first == second
+    assert first != _run(params, method, variant, 4)
