@@ -34,43 +34,55 @@ class Row:
     name: str  # method (baselines) or variant (kd_ablation, introspective)
 
 
+CE_ROW = Row("CE", "baselines", "ce")
+TUNED_CE_ROW = Row("CE (tuned)", "tuned", "ce")
+
+
 @dataclass(frozen=True)
 class Table:
     key: str
     title: str
     rows: tuple[Row, ...]
-
-
-CE_ROW = Row("CE", "baselines", "ce")
+    reference: Row = CE_ROW  # paired differences are taken to this row
 
 
 def tables(params: Params) -> list[Table]:
     """T1-T4 of the design, restricted to what ``params.yaml`` configures to run."""
     base = set(params.baselines.methods)
+    tuned = set(params.tune.methods) if params.tune.enabled else set()
     il = params.introspective.variants
 
     def b(label: str, method: str) -> list[Row]:
-        return [Row(label, "baselines", method)] if method in base else []
+        """The default-recipe row and, when tuning is on, the tuned row of a method."""
+        rows = [Row(label, "baselines", method)] if method in base else []
+        if method == "introspective" and "full" in il:
+            rows = [Row(label, "introspective", "full")]
+        if method in tuned:
+            rows.append(Row(f"{label} (tuned)", "tuned", method))
+        return rows
+
+    reference = TUNED_CE_ROW if "ce" in tuned else CE_ROW
+    ce = [CE_ROW] if "ce" in base else []  # T1 and T4 compare untuned recipes only
 
     kd_labels = {"full": "KD (full)", "uniform_non_gt": "KD uniform non-GT",
                  "shuffled_non_gt": "KD shuffled non-GT", "target_only": "KD target only (TCKD)",
                  "non_target_only": "KD non-target only (NCKD)"}
     il_labels = {"full": "IL (full)", "uniform_non_gt": "IL uniform non-GT",
                  "shuffled_non_gt": "IL shuffled non-GT"}
-    il_full = [Row("IL", "introspective", "full")] if "full" in il else []
     return [
         Table("T1_kd_components", "T1 — which part of the teacher's output makes KD work",
-              (*b("CE", "ce"), *[Row(kd_labels[v], "kd_ablation", v)
+              (*ce, *[Row(kd_labels[v], "kd_ablation", v)
                                  for v in params.kd_ablation.variants])),
         Table("T2_regularizers", "T2 — IL vs regularizers",
               (*b("CE", "ce"), *b("label smoothing", "label_smoothing"),
                *b("confidence penalty", "confidence_penalty"),
-               *b("teacher-free KD (virtual teacher)", "tf_kd_virtual"), *il_full)),
+               *b("teacher-free KD (virtual teacher)", "tf_kd_virtual"),
+               *b("IL", "introspective")), reference),
         Table("T3_peers_teachers", "T3 — IL vs learning from peers (DML) and a teacher (KD)",
               (*b("CE", "ce"), *b("DML (2 peers)", "dml"), *b("KD from a teacher", "kd"),
-               *il_full)),
+               *b("IL", "introspective")), reference),
         Table("T4_introspective_components", "T4 — does IL's gain come from class similarity?",
-              (*b("CE", "ce"), *[Row(il_labels[v], "introspective", v) for v in il])),
+              (*ce, *[Row(il_labels[v], "introspective", v) for v in il])),
     ]
 
 
@@ -138,16 +150,16 @@ def verdict(low: float, high: float, n: int) -> str:
     if n < MIN_SEEDS_FOR_VERDICT:
         return f"too few seeds ({n} < {MIN_SEEDS_FOR_VERDICT})"
     if low > 0:
-        return "better than CE"
+        return "better"
     if high < 0:
-        return "worse than CE"
+        return "worse"
     return "no clear difference"
 
 
 def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int]) -> pd.DataFrame:
     """One row per table row; ``source`` is a results folder or a :data:`Lookup`."""
     results = file_lookup(source) if isinstance(source, Path) else source
-    ce_runs = load_runs(results, CE_ROW, seeds)
+    ce_runs = load_runs(results, table.reference, seeds)
     records = []
     for row in table.rows:
         runs = load_runs(results, row, seeds)
@@ -164,7 +176,7 @@ def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int]) -> pd.D
         pairs = [done[s]["test_acc"] - ce_runs[s]["test_acc"]
                  for s in done if ce_runs.get(s) is not None]
         mean, low, high = paired_ci(pairs)
-        is_ce = row == CE_ROW
+        is_ce = row == table.reference
         record.update(d_acc_vs_ce=mean, d_acc_ci_low=low, d_acc_ci_high=high,
                       paired_seeds=len(pairs),
                       verdict="reference" if is_ce else verdict(low, high, len(pairs)))
@@ -182,7 +194,9 @@ def to_markdown(df: pd.DataFrame, title: str) -> str:
     """A plain pipe table that reads well in a terminal and renders on a code host."""
     cols = [k for k in METRICS if f"{k}_mean" in df]
     digits = {"test_acc": 2, "test_top5": 2, "test_nll": 3, "test_ece": 3}
-    header = ["method", "seeds", *[LABELS[k] for k in cols], "Δ top-1 vs CE [95% CI]",
+    reference = df.loc[df["verdict"] == "reference", "method"]
+    ref = reference.iloc[0] if len(reference) else "CE"
+    header = ["method", "seeds", *[LABELS[k] for k in cols], f"Δ top-1 vs {ref} [95% CI]",
               "verdict"]
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]

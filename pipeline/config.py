@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -32,6 +32,10 @@ ILVariant = Literal["full", "uniform_non_gt", "shuffled_non_gt"]
 BaselineMethod = Literal[
     "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml"
 ]
+TunedMethod = Literal[
+    "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml", "introspective"
+]
+NonEmptyFloats = Annotated[list[float], Field(min_length=1)]
 
 
 class Section(BaseModel):
@@ -170,6 +174,29 @@ class IntrospectiveConfig(Section):
     ]
 
 
+class TuneConfig(Section):
+    """Equal-budget tuning on the validation split (see ``pipeline.tune``)."""
+
+    enabled: bool = True
+    seeds: Annotated[list[int], Field(min_length=1)] = [100]
+    trials: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2, 3]
+    sample_seed: int = 0
+    methods: Annotated[list[TunedMethod], Field(min_length=1)] = [
+        "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml",
+        "introspective",
+    ]
+    shared: dict[Literal["lr", "weight_decay", "momentum"], NonEmptyFloats] = {
+        "lr": [0.02, 0.05, 0.1], "weight_decay": [1e-4, 5e-4, 1e-3]}
+    own: dict[TunedMethod, dict[str, NonEmptyFloats]] = {}
+
+    @field_validator("trials")
+    @classmethod
+    def _unique_trials(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("trials must be unique")
+        return value
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -187,6 +214,20 @@ class Params(Section):
     dml: DMLConfig = DMLConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     introspective: IntrospectiveConfig = IntrospectiveConfig()
+    tune: TuneConfig = TuneConfig()
+
+    @model_validator(mode="after")
+    def _tunable_keys_exist(self) -> Params:
+        for method, knobs in self.tune.own.items():
+            section = type(self).model_fields.get(method)
+            fields = section.annotation.model_fields if section else {}
+            for key in knobs:
+                if key not in fields:
+                    raise ValueError(f"tune.own.{method}.{key}: {method} has no key '{key}'")
+        if self.tune.enabled and self.data.val_per_class == 0:
+            raise ValueError("tune.enabled needs a validation split: set data.val_per_class > 0 "
+                             "(or tune.enabled: false)")
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -211,6 +252,8 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     message = error["msg"]
     message = message[0].lower() + message[1:]
     message = message.removeprefix("value error, ")
+    if not loc:  # whole-file checks name their keys themselves
+        return message
     return f"{loc}: {message}, got {error.get('input')!r}"
 
 

@@ -41,20 +41,23 @@ class RunSpec:
     method: str
     variant: str = "full"
     seed: int = 0
+    group: str = ""  # tune: one folder per trial, holding a run per tuning seed
 
     @property
     def instance(self) -> str:
         if self.stage == "teacher":
             return ""
-        name = self.method if self.stage == "baselines" else self.variant
+        name = self.method if self.stage in ("baselines", "tuned", "tune") else self.variant
         return f"{name}-{self.seed}"
 
     def folder(self, kind: str) -> Path:
-        return Path(kind) / self.stage / self.instance if self.instance else Path(kind) / self.stage
+        return Path(kind, self.stage, self.group, self.instance)
 
     @property
     def run_name(self) -> str:
-        return f"{self.stage}@{self.instance}" if self.instance else self.stage
+        if not self.instance:
+            return self.stage
+        return f"{self.stage}@{self.group + '/' if self.group else ''}{self.instance}"
 
 
 def _role(spec: RunSpec, params: Params) -> tuple[ModelConfig, TrainConfig]:

@@ -3,6 +3,7 @@
     python -m stages.train teacher
     python -m stages.train baselines --method kd --seed 0
     python -m stages.train kd_ablation --variant shuffled_non_gt --seed 1
+    python -m stages.train tuned --method label_smoothing --seed 0   # params_tuned.yaml
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ import argparse
 from typing import get_args
 
 from pipeline.cli import main
-from pipeline.config import BaselineMethod, ILVariant, KDVariant, load_params
+from pipeline.config import BaselineMethod, ILVariant, KDVariant, TunedMethod, load_params
 from pipeline.errors import ConfigError
 from pipeline.runner import RunSpec, run
+from pipeline.tune import tuned_params
 
 STAGE_METHOD = {"teacher": "ce", "kd_ablation": "kd", "introspective": "introspective"}
+STAGE_METHODS = {"baselines": BaselineMethod, "tuned": TunedMethod}
 STAGE_VARIANTS = {"kd_ablation": get_args(KDVariant), "introspective": get_args(ILVariant)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["teacher", "baselines", "kd_ablation", "introspective"])
-    parser.add_argument("--method", help="baselines: which method")
+    parser.add_argument("stage", choices=["teacher", "baselines", "kd_ablation", "introspective",
+                                          "tuned"])
+    parser.add_argument("--method", help="baselines / tuned: which method")
     parser.add_argument("--variant", default="full", help="kd_ablation / introspective variant")
     parser.add_argument("--seed", type=int, help="seed (teacher: teacher.seed)")
     parser.add_argument("--params", default="params.yaml")
@@ -33,11 +37,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def entry(argv: list[str] | None = None) -> None:
     args = parse(argv)
     params = load_params(args.params)
-    if args.stage == "baselines":
-        if args.method not in get_args(BaselineMethod):
-            raise ConfigError(f"baselines: unknown method '{args.method}' "
-                              f"(known: {', '.join(get_args(BaselineMethod))})")
+    if args.stage in STAGE_METHODS:
+        known = get_args(STAGE_METHODS[args.stage])
+        if args.method not in known:
+            raise ConfigError(f"{args.stage}: unknown method '{args.method}' "
+                              f"(known: {', '.join(known)})")
         method = args.method
+        if args.stage == "tuned":
+            params = tuned_params(params, method)
     else:
         method = STAGE_METHOD[args.stage]
     variants = STAGE_VARIANTS.get(args.stage, ("full",))

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.aggregate import (
     CE_ROW,
+    TUNED_CE_ROW,
     Row,
     Table,
     paired_ci,
@@ -78,17 +79,38 @@ def test_verdict_better_when_ci_above_zero(tmp_path):
         _write(tmp_path, "baselines", "kd", seed, test_acc=95.0 + seed + 0.1 * seed,
                test_nll=1, test_ece=0)
     df = summarize(Table("T", "t", (CE_ROW, Row("KD", "baselines", "kd"))), tmp_path, [0, 1, 2])
-    assert df.set_index("method").loc["KD", "verdict"] == "better than CE"
+    assert df.set_index("method").loc["KD", "verdict"] == "better"
 
 
 def test_tables_follow_params(base_raw):
     raw = dict(base_raw, baselines={"methods": ["ce", "kd"]},
                kd_ablation={"variants": ["full"]})
+    raw["tune"] = dict(base_raw["tune"], enabled=False)
     t1, t2, t3, t4 = tables(parse_params(raw))
     assert [r.label for r in t1.rows] == ["CE", "KD (full)"]
     assert [r.label for r in t2.rows] == ["CE", "IL"]
     assert [r.label for r in t3.rows] == ["CE", "KD from a teacher", "IL"]
     assert [r.name for r in t4.rows] == ["ce", "full", "uniform_non_gt", "shuffled_non_gt"]
+    assert t2.reference == CE_ROW
+
+
+def test_tuned_rows_and_reference(base_raw, tmp_path):
+    raw = dict(base_raw, baselines={"methods": ["ce", "kd"]})
+    raw["tune"] = dict(base_raw["tune"], methods=["ce", "kd", "introspective"])
+    t1, t2, t3, t4 = tables(parse_params(raw))
+    assert [r.label for r in t3.rows] == ["CE", "CE (tuned)", "KD from a teacher",
+                                          "KD from a teacher (tuned)", "IL", "IL (tuned)"]
+    assert t3.reference == TUNED_CE_ROW and t1.reference == CE_ROW
+    assert "CE (tuned)" not in [r.label for r in t1.rows + t4.rows]
+    for seed, (ce, tuned_ce, kd) in enumerate([(90, 92, 93), (91, 93, 95), (92, 94, 95)]):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=ce, test_nll=1, test_ece=0)
+        _write(tmp_path, "tuned", "ce", seed, test_acc=tuned_ce, test_nll=1, test_ece=0)
+        _write(tmp_path, "baselines", "kd", seed, test_acc=kd, test_nll=1, test_ece=0)
+    df = summarize(t3, tmp_path, [0, 1, 2]).set_index("method")
+    assert df.loc["CE (tuned)", "verdict"] == "reference"
+    assert df.loc["CE", "d_acc_vs_ce"] == pytest.approx(-2.0)  # paired to the tuned CE
+    assert df.loc["KD from a teacher", "d_acc_vs_ce"] == pytest.approx((1 + 2 + 1) / 3)
+    assert "Δ top-1 vs CE (tuned)" in to_markdown(df.reset_index(), "T3")
 
 
 def test_pooled_reliability(tmp_path):

@@ -212,3 +212,40 @@ def test_convex_losses_equal_ce_for_one_hot_targets():
     ]
     for method in cases:
         torch.testing.assert_close(method.step(x, y, 0).loss, ce, msg=type(method).__name__)
+
+
+def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):
+    """Design 3b, checked over the whole registry: one-hot targets make each loss plain CE,
+    so no method trains at a different loss scale than CE."""
+    import copy
+
+    from pipeline.config import parse_params
+    from pipeline.methods import REGISTRY, build_method
+    from pipeline.models import build_model
+
+    raw = copy.deepcopy(base_raw)
+    raw["kd"].update(T=1.0)
+    raw["tf_kd_virtual"].update(T=1.0, correct_prob=1.0)
+    raw["label_smoothing"].update(epsilon=0.0)
+    raw["confidence_penalty"].update(beta=0.0)
+    raw["introspective"].update(target_mode="softmax", tau=1e-4)  # q -> one-hot on y
+    params = parse_params(raw)
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    class OneHot(nn.Module):  # a teacher / peer whose output is the one-hot label
+        def forward(self, inp):
+            return 1e4 * F.one_hot(y, 3).float()
+
+    checked = set()
+    for name in REGISTRY:
+        torch.manual_seed(1)
+        student = build_model("small_cnn", 3, 1, 0.25)
+        make = iter([student, OneHot()]).__next__
+        method = build_method(name, params, make, OneHot())
+        out = method.step(x, y, epoch=0)
+        ce = F.cross_entropy(student(x), y)
+        terms = {k: v for k, v in out.terms.items() if not k.startswith("peer1_")}
+        torch.testing.assert_close(sum(terms.values()), ce, rtol=1e-4, atol=1e-4, msg=name)
+        checked.add(name)
+    assert checked == set(REGISTRY)

@@ -49,6 +49,7 @@ def tiny_dag(base_raw) -> dict:
     raw["baselines"]["methods"] = ["ce", "kd"]
     raw["kd_ablation"]["variants"] = ["shuffled_non_gt"]
     raw["introspective"]["variants"] = ["full"]
+    raw["tune"].update(methods=["ce", "kd"], trials=[0, 1], seeds=[100])
     return raw
 
 
@@ -72,7 +73,7 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     # every stage logged one finished run into the repo's own (absolute) SQLite store
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
-            if r.data.tags.get("stage") != "aggregate"]
+            if r.data.tags.get("stage") not in ("aggregate", "tune", "tuned")]
     assert sorted(r.info.run_name for r in runs) == [
         "baselines@ce-0", "baselines@kd-0", "introspective@full-0",
         "kd_ablation@shuffled_non_gt-0", "teacher"]
@@ -83,7 +84,7 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     # up to date: nothing to do, and `dvc metrics show` sees every metrics file
     assert json.loads(dvc(root, "status", "--json").stdout) == {}
     shown = json.loads(dvc(root, "metrics", "show", "--json").stdout)
-    assert len(json.dumps(shown).split("metrics.json")) - 1 == 5
+    assert len(json.dumps(shown).split("metrics.json")) - 1 == 7
 
     # IL's own figures: target statistics per epoch, similarity matrix and explanations
     il = json.loads((root / "results/introspective/full-0/metrics.json").read_text())
@@ -93,9 +94,25 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     assert {"similarity.csv", "similarity.png", "explanations.png"} <= names
     assert len(client.get_metric_history(il_run.info.run_id, "target_entropy")) == 2
 
+    # tuning: two configurations per method on the validation split, the best one written to
+    # params_tuned.yaml, and the tuned runs train with exactly that configuration
+    tuned = yaml.safe_load((root / "params_tuned.yaml").read_text())
+    assert set(tuned) == {"ce", "kd"}
+    trials = [json.loads((root / f"results/tune/{m}-{t}/trial.json").read_text())
+              for m in ("ce", "kd") for t in (0, 1)]
+    best_kd = max((t for t in trials if t["method"] == "kd"),
+                  key=lambda t: (t["val_acc"], -t["val_nll"]))
+    assert tuned["kd"]["overrides"] == best_kd["overrides"]
+    kd_run = json.loads((root / "results/tuned/kd-0/mlflow_run.json").read_text())["run_id"]
+    logged = client.get_run(kd_run).data.params
+    assert float(logged["train.lr"]) == best_kd["overrides"]["train"]["lr"]
+    assert float(logged["kd.alpha"]) == best_kd["overrides"]["kd"]["alpha"]
+
     # aggregate: tables and figures exist; DVC metrics and MLflow tell the same story
     t1 = (root / "results/tables/T1_kd_components.md").read_text()
     assert "| CE | 1 |" in t1 and "KD shuffled non-GT" in t1
+    t3 = (root / "results/tables/T3_peers_teachers.md").read_text()
+    assert "| KD from a teacher (tuned) | 1 |" in t3 and "Δ top-1 vs CE (tuned)" in t3
     assert (root / "results/figures/T2_regularizers_accuracy.png").stat().st_size > 5000
     summary = [r for r in client.search_runs([e.experiment_id for e in
                                               client.search_experiments()])
@@ -126,4 +143,5 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     raw["kd"]["T"] = 2.0
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     assert set(json.loads(dvc(root, "status", "--json").stdout)) == {
-        "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0"}
+        "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0",
+        "tune@ce-0", "tune@ce-1", "tune@kd-0", "tune@kd-1", "tuned@ce-0", "tuned@kd-0"}

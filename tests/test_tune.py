@@ -1,0 +1,87 @@
+"""Equal-budget tuning: the search, the selection on validation, the tuned params."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from pipeline.config import parse_params
+from pipeline.errors import ConfigError
+from pipeline.tune import apply, search_space, select, trial_config, tuned_params, write_tuned
+
+
+@pytest.fixture
+def params(base_raw):
+    return parse_params(copy.deepcopy(base_raw))
+
+
+def test_every_method_gets_the_same_number_of_distinct_configurations(params):
+    budget = len(params.tune.trials)
+    for method in params.tune.methods:
+        configs = [trial_config(params, method, t) for t in params.tune.trials]
+        assert len(configs) == budget
+        assert len({yaml.safe_dump(c, sort_keys=True) for c in configs}) == budget
+        for config in configs:
+            assert set(config["train"]) == set(params.tune.shared)  # shared knobs always tuned
+            assert set(config) - {"train"} <= {method}
+    assert len(search_space(params, "ce")) == 9  # 3 lr x 3 weight decay
+    assert len(search_space(params, "kd")) == 9 * 4  # x alpha x T
+    assert trial_config(params, "kd", 1) == trial_config(params, "kd", 1)  # deterministic
+
+
+def test_too_small_a_space_is_an_error(base_raw):
+    raw = copy.deepcopy(base_raw)
+    raw["tune"]["shared"] = {"lr": [0.1]}
+    with pytest.raises(ConfigError, match="ce has only 1 configurations for 4 trials"):
+        trial_config(parse_params(raw), "ce", 0)
+
+
+def test_apply_overrides_student_recipe_and_method_section(params):
+    tuned = apply(params, {"train": {"lr": 0.02, "weight_decay": 0.001}, "kd": {"T": 2.0}})
+    assert tuned.student.train.lr == 0.02 and tuned.student.train.weight_decay == 0.001
+    assert tuned.kd.T == 2.0 and tuned.kd.alpha == params.kd.alpha
+    assert tuned.teacher.train.lr == params.teacher.train.lr  # the teacher is never tuned
+
+
+def test_select_by_validation_accuracy_then_nll():
+    trials = [
+        {"method": "kd", "trial": 0, "val_acc": 97.0, "val_nll": 0.1, "overrides": {"a": 0}},
+        {"method": "kd", "trial": 1, "val_acc": 98.0, "val_nll": 0.3, "overrides": {"a": 1}},
+        {"method": "kd", "trial": 2, "val_acc": 98.0, "val_nll": 0.2, "overrides": {"a": 2}},
+        {"method": "ce", "trial": 0, "val_acc": 90.0, "val_nll": 0.5, "overrides": {"b": 0}},
+    ]
+    best = select(trials)
+    assert best["kd"]["trial"] == 2 and best["ce"]["trial"] == 0
+
+
+def test_tuned_params_roundtrip(tmp_path, params, base_raw):
+    path = tmp_path / "params_tuned.yaml"
+    with pytest.raises(ConfigError, match="params_tuned.yaml: tuned params not found"):
+        tuned_params(params, "kd", path)
+    write_tuned({"kd": {"method": "kd", "trial": 3, "val_acc": 98.0, "val_nll": 0.1,
+                        "overrides": {"train": {"lr": 0.02}, "kd": {"alpha": 0.5}}}}, path)
+    tuned = tuned_params(params, "kd", path)
+    assert tuned.student.train.lr == 0.02 and tuned.kd.alpha == 0.5
+    assert tuned_params(params, "ce", path) == params  # nothing chosen: the defaults
+    raw = copy.deepcopy(base_raw)
+    raw["tune"]["enabled"] = False
+    off = parse_params(raw)
+    assert tuned_params(off, "kd", path) == off
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r["tune"]["own"].update(kd={"temperature": [1.0]}),
+     "tune.own.kd.temperature: kd has no key 'temperature'"),
+    (lambda r: r["data"].update(val_per_class=0), "tune.enabled needs a validation split"),
+    (lambda r: r["tune"].update(trials=[0, 0]), "tune.trials: trials must be unique"),
+    (lambda r: r["tune"]["shared"].update(momentum=[]), "tune.shared.momentum: list should"),
+    (lambda r: r["tune"].update(methods=["ce", "mixup"]), "tune.methods.1: input should be"),
+])
+def test_bad_tune_params(base_raw, edit, message):
+    raw = copy.deepcopy(base_raw)
+    edit(raw)
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    assert message in str(info.value)
