@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro readme test lint ui bench
+.PHONY: install repro readme test lint ui bench preset estimate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ readme: repro
 
 bench: install
 	$(PY) benchmarks/il_overhead.py
+	$(PY) benchmarks/throughput.py
+
+# make preset P=paper-cifar10   (quick | paper-cifar10 | paper-cifar100 | imagefolder)
+preset: install
+	$(PY) -m pipeline.presets use $(P)
+
+estimate: install
+	$(PY) -m pipeline.estimate
 
 test: install
 	$(PY) -m pytest -q

@@ -20,6 +20,7 @@ from .config import DataConfig, SyntheticConfig
 from .errors import DataError
 from .io import atomic_write_bytes, atomic_write_json
 
+PREPARED_DIR = Path("data/prepared")
 DATA_FILE = "data.npz"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")

@@ -243,21 +243,23 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                # running sums stay on the device (float64): no host sync per loss term
                 weight = len(y) / n
                 logged = {"loss": loss, **out.terms, **out.stats}
                 for name, value in logged.items():
                     key = f"train_{name}"
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
-                correct += float(out.logits.detach().argmax(1).eq(y).sum())
+                    sums[key] = sums.get(key, 0.0) + value.detach().double() * weight
+                correct = correct + out.logits.detach().argmax(1).eq(y).sum()
                 if stop.requested:
                     if checkpoint is not None:
                         checkpoint.save(_state(method, optimizer, epoch, history, generator,
                                                extra, {"step": i + 1, "order": order.cpu(),
-                                                       "sums": sums, "correct": correct}))
+                                                       "sums": _floats(sums),
+                                                       "correct": float(correct)}))
                     raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
                                             f"step {i + 1}/{steps}")
-            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **sums,
-                                     "train_acc": 100.0 * correct / n}
+            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **_floats(sums),
+                                     "train_acc": 100.0 * float(correct) / n}
             row.update(method.epoch_metrics())
             row.update(evaluate(method, data, cfg.eval_batch_size))
             row["epoch_time_s"] = time.perf_counter() - tic
@@ -268,6 +270,10 @@ def fit(
                 on_epoch(row)
             print(_summary(label, epoch, cfg.epochs, row), flush=True)
     return history
+
+
+def _floats(sums: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sums.items()}
 
 
 def _state(method: Method, optimizer: torch.optim.Optimizer, epoch: int,

@@ -19,7 +19,7 @@ import torch
 
 from . import engine
 from .config import ModelConfig, Params, TrainConfig, fingerprint, flatten
-from .data import DATA_FILE, load_prepared
+from .data import DATA_FILE, PREPARED_DIR, load_prepared
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from .methods import REGISTRY, build_method
@@ -28,7 +28,6 @@ from .models import build_model
 from .report import save_figure, training_curves
 from .tracking import RUN_FILE, Tracker
 
-PREPARED_DIR = Path("data/prepared")
 TEACHER_FILE = Path("models/teacher/model.pt")
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pipeline.cli import main
 from pipeline.config import load_params
-from pipeline.data import prepare
-from pipeline.runner import PREPARED_DIR
+from pipeline.data import PREPARED_DIR, prepare
 
 
 def entry() -> None:

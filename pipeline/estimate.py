@@ -1,0 +1,125 @@
+"""How many training runs the current ``params.yaml`` asks for, and the device-hours.
+
+    python -m pipeline.estimate                  # measures a few steps of each run kind here
+    python -m pipeline.estimate --steps 5
+
+Each kind of run (teacher, CE-like student, KD, DML, IL with the configured
+explainer) is timed for a few optimisation steps on random data of the
+dataset's shape, on this machine's device; an epoch is that step time times the
+steps per epoch. Evaluation and start-up are not included, so read the total
+as a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+
+from .cli import main as cli_main
+from .config import Params, load_params
+from .engine import configure_runtime
+from .methods import build_method
+from .models import build_model
+
+TRAIN_SIZES = {"cifar10": (50_000, 10, (3, 32, 32)), "cifar100": (50_000, 100, (3, 32, 32)),
+               "digits": (1_347, 10, (1, 8, 8))}
+
+
+def dataset_shape(params: Params) -> tuple[int, int, tuple[int, int, int]]:
+    """Training images (after the validation carve-out), classes, image shape."""
+    data = params.data
+    if data.name == "synthetic":
+        s = data.synthetic
+        n, c, shape = s.train_per_class * s.num_classes, s.num_classes, (1, s.image_size,
+                                                                        s.image_size)
+    elif data.name == "imagefolder":
+        from pathlib import Path
+
+        folder = Path(data.root) / "train"
+        classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        n = sum(len(list(c.iterdir())) for c in classes) or 1000
+        size = data.image_size or 32
+        c, shape = max(len(classes), 2), (data.channels, size, size)
+    else:
+        n, c, shape = TRAIN_SIZES[data.name]
+    n -= data.val_per_class * c
+    if data.train_per_class:
+        n = min(n, data.train_per_class * c)
+    return n, c, shape
+
+
+def step_seconds(params: Params, method: str, classes: int, shape, batch: int,
+                 steps: int, device: torch.device, arch_role: str = "student") -> float:
+    role = params.teacher if arch_role == "teacher" else params.student
+    make = lambda: build_model(role.model.arch, classes, shape[0], role.model.width)  # noqa: E731
+    teacher = build_model(params.teacher.model.arch, classes, shape[0],
+                          params.teacher.model.width)
+    m = build_method(method, params, make, teacher).to(device)
+    optimizer = torch.optim.SGD([p for p in m.models.parameters() if p.requires_grad], lr=0.01)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
+    times = []
+    for i in range(steps + 1):
+        tic = time.perf_counter()
+        loss = m.step(x, y, epoch=10**6).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def plan(params: Params) -> list[tuple[str, str, int, int]]:
+    """``(stage, method, runs, epochs)`` for every training stage of the DAG."""
+    seeds, t = len(params.seeds), params.tune
+    rows = [("teacher", "ce", 1, params.teacher.train.epochs)]
+    rows += [("baselines", m, seeds, params.student.train.epochs) for m in params.baselines.methods]
+    rows.append(("kd_ablation", "kd", seeds * len(params.kd_ablation.variants),
+                 params.student.train.epochs))
+    rows.append(("introspective", "introspective", seeds * len(params.introspective.variants),
+                 params.student.train.epochs))
+    if t.enabled:
+        rows += [("tune", m, len(t.trials) * len(t.seeds), params.student.train.epochs)
+                 for m in t.methods]
+        rows += [("tuned", m, seeds, params.student.train.epochs) for m in t.methods]
+    return rows
+
+
+def entry(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    device = configure_runtime(params.runtime)
+    n, classes, shape = dataset_shape(params)
+    cache: dict[tuple[str, str], float] = {}
+    total_runs, total_hours = 0, 0.0
+    print(f"profile {params.profile}: {params.data.name}, {n} training images, {classes} classes, "
+          f"device {device}")
+    print("| stage | method | runs | epochs | s/epoch (measured) | device-hours |")
+    print("|---|---|---|---|---|---|")
+    for stage, method, runs, epochs in plan(params):
+        role = "teacher" if stage == "teacher" else "student"
+        batch = (params.teacher if role == "teacher" else params.student).train.batch_size
+        key = (role, method)
+        if key not in cache:
+            cache[key] = step_seconds(params, method, classes, shape, batch, args.steps, device,
+                                      role) * math.ceil(n / batch)
+        hours = runs * epochs * cache[key] / 3600
+        total_runs += runs
+        total_hours += hours
+        print(f"| {stage} | {method} | {runs} | {epochs} | {cache[key]:.2f} | {hours:.2f} |")
+    print(f"| **total** | | **{total_runs}** | | | **{total_hours:.1f}** |")
+
+
+if __name__ == "__main__":
+    cli_main(entry)

@@ -1,0 +1,70 @@
+"""Presets validate, switch atomically, and the run/device-hour plan counts every run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipeline.config import load_params
+from pipeline.errors import ConfigError
+from pipeline.estimate import dataset_shape, plan, step_seconds
+from pipeline.presets import available, use
+
+from .conftest import REPO
+
+
+@pytest.mark.parametrize("name", ["quick", "paper-cifar10", "paper-cifar100", "imagefolder"])
+def test_every_preset_is_valid(name):
+    params = load_params(REPO / "presets" / f"{name}.yaml")
+    assert params.profile == name
+
+
+def test_quick_preset_is_the_default_params():
+    assert (REPO / "presets/quick.yaml").read_text() == (REPO / "params.yaml").read_text()
+
+
+def test_paper_presets_follow_the_design():
+    for name, dataset in (("paper-cifar10", "cifar10"), ("paper-cifar100", "cifar100")):
+        p = load_params(REPO / "presets" / f"{name}.yaml")
+        train = p.student.train
+        assert p.data.name == dataset and len(p.seeds) == 3
+        assert (train.epochs, train.lr, train.momentum, train.weight_decay, train.batch_size) == \
+            (200, 0.1, 0.9, 5e-4, 128)
+        assert train.schedule.name == "multistep" and train.augment.flip
+        assert (p.teacher.model.arch, p.student.model.arch) == ("resnet56", "resnet20")
+
+
+def test_use_switches_and_rejects_unknown(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    assert "paper-cifar10" in available()
+    use("paper-cifar10")
+    assert load_params("params.yaml").profile == "paper-cifar10"
+    with pytest.raises(ConfigError, match=r"presets/paper-svhn\.yaml: no such preset"):
+        use("paper-svhn")
+    (tmp_path / "presets/broken.yaml").write_text("profile: 3\n")
+    with pytest.raises(ConfigError):
+        use("broken")
+    assert load_params("params.yaml").profile == "paper-cifar10"  # untouched on failure
+
+
+def test_plan_counts_every_training_run():
+    params = load_params(REPO / "params.yaml")
+    rows = plan(params)
+    runs = {stage: sum(r for s, _, r, _ in rows if s == stage) for stage, *_ in rows}
+    seeds = len(params.seeds)
+    assert runs == {"teacher": 1, "baselines": 6 * seeds, "kd_ablation": 5 * seeds,
+                    "introspective": 3 * seeds, "tune": 7 * 4 * 1, "tuned": 7 * seeds}
+    n, classes, shape = dataset_shape(params)
+    assert (n, classes, shape) == (1347 - 10 * 10, 10, (1, 8, 8))
+    cifar = load_params(REPO / "presets/paper-cifar100.yaml")
+    assert dataset_shape(cifar) == (50_000 - 50 * 100, 100, (3, 32, 32))
+
+
+def test_step_seconds_measures_a_real_step():
+    import torch
+
+    params = load_params(REPO / "params.yaml")
+    seconds = step_seconds(params, "kd", 10, (1, 8, 8), 16, 1, torch.device("cpu"))
+    assert 0 < seconds < 60
