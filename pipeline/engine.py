@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from . import distributed
 from .augment import random_crop_flip
 from .config import RuntimeConfig, TrainConfig
 from .data import Prepared
@@ -42,7 +43,7 @@ def select_device(runtime: RuntimeConfig) -> torch.device:
             from .errors import ConfigError
 
             raise ConfigError("runtime.device: 'cuda' requested but no CUDA device is available")
-        return torch.device("cuda")
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
@@ -210,6 +211,7 @@ def fit(
         if start < cfg.epochs:
             print(f"[ilkd] {label}: resuming after epoch {start}/{cfg.epochs}")
 
+    rank, world = distributed.rank_world()
     n = data.size("train")
     steps = math.ceil(n / cfg.batch_size)
     partial = (resume or {}).get("partial")
@@ -232,9 +234,14 @@ def fit(
             for i in bar:
                 x, y = data.batch("train", order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
                 x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
+                if world > 1:  # every rank drew the same global batch; train on its shard
+                    x, y = x[rank::world], y[rank::world]
                 out = method.step(x, y, epoch)
                 loss = out.loss
-                if not torch.isfinite(loss.detach()):
+                diverged = not torch.isfinite(loss.detach())
+                if world > 1:
+                    diverged = distributed.any_rank(diverged, data.device)
+                if diverged:
                     terms = {k: float(v.detach()) for k, v in out.terms.items()}
                     raise TrainingDiverged(
                         f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} ({terms}); "
@@ -242,6 +249,8 @@ def fit(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1:
+                    distributed.average_gradients(params, world)
                 optimizer.step()
                 # running sums stay on the device (float64): no host sync per loss term
                 weight = len(y) / n
@@ -250,25 +259,34 @@ def fit(
                     key = f"train_{name}"
                     sums[key] = sums.get(key, 0.0) + value.detach().double() * weight
                 correct = correct + out.logits.detach().argmax(1).eq(y).sum()
-                if stop.requested:
-                    if checkpoint is not None:
+                stopping = stop.requested
+                if world > 1:
+                    stopping = distributed.any_rank(stopping, data.device)
+                if stopping:
+                    if checkpoint is not None and rank == 0:
                         checkpoint.save(_state(method, optimizer, epoch, history, generator,
                                                extra, {"step": i + 1, "order": order.cpu(),
                                                        "sums": _floats(sums),
                                                        "correct": float(correct)}))
                     raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
                                             f"step {i + 1}/{steps}")
+            if world > 1:
+                sums = distributed.sum_over_ranks(sums, data.device)
+                correct = distributed.sum_over_ranks({"c": correct}, data.device)["c"]
+                distributed.sync_buffers(method.models)
             row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **_floats(sums),
                                      "train_acc": 100.0 * float(correct) / n}
             row.update(method.epoch_metrics())
             row.update(evaluate(method, data, cfg.eval_batch_size))
             row["epoch_time_s"] = time.perf_counter() - tic
             history.append(row)
-            if checkpoint is not None:
-                checkpoint.save(_state(method, optimizer, epoch + 1, history, generator, extra))
-            if on_epoch is not None:
-                on_epoch(row)
-            print(_summary(label, epoch, cfg.epochs, row), flush=True)
+            if rank == 0:
+                if checkpoint is not None:
+                    checkpoint.save(_state(method, optimizer, epoch + 1, history, generator,
+                                           extra))
+                if on_epoch is not None:
+                    on_epoch(row)
+                print(_summary(label, epoch, cfg.epochs, row), flush=True)
     return history
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import engine
+from . import distributed, engine
 from .config import ModelConfig, Params, TrainConfig, fingerprint, flatten
 from .data import DATA_FILE, PREPARED_DIR, load_prepared
 from .errors import CheckpointError, ConfigError, TrainingDiverged
@@ -26,7 +26,7 @@ from .methods import REGISTRY, build_method
 from .metrics import reliability_bins
 from .models import build_model
 from .report import save_figure, training_curves
-from .tracking import RUN_FILE, Tracker
+from .tracking import RUN_FILE, NullTracker, Tracker
 
 TEACHER_FILE = Path("models/teacher/model.pt")
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
@@ -116,6 +116,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         teacher = load_teacher(TEACHER_FILE, data_sha, prepared.num_classes,
                                prepared.in_channels, params.teacher.model)
         teacher_sha = _sha256(TEACHER_FILE)
+    rank, world = distributed.setup()
     device = engine.configure_runtime(params.runtime)
 
     engine.seed_everything(spec.seed)
@@ -136,12 +137,17 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
     tags = {"stage": spec.stage, "method": spec.method, "variant": spec.variant,
             "seed": str(spec.seed), "instance": spec.run_name, "params_hash": run_hash,
             "profile": params.profile, "dataset": prepared.meta["dataset"],
-            "device": device.type}
-    tracker = Tracker(f"ilkd-{params.profile}-{prepared.meta['dataset']}", spec.run_name, tags,
-                      {**flatten(logged), "seed": spec.seed},
-                      run_id=(resume or {}).get("extra", {}).get("run_id"))
-    if resume is not None:
-        tracker.sync(resume["history"])
+            "device": device.type, "world_size": str(world)}
+    tracker: Tracker | NullTracker = NullTracker()
+    if rank == 0:
+        tracker = Tracker(f"ilkd-{params.profile}-{prepared.meta['dataset']}", spec.run_name,
+                          tags, {**flatten(logged), "seed": spec.seed},
+                          run_id=(resume or {}).get("extra", {}).get("run_id"))
+        if resume is not None:
+            tracker.sync(resume["history"])
+        if world > 1:
+            print(f"[ilkd] {spec.run_name}: world size {world}, global batch "
+                  f"{train_cfg.batch_size} split across ranks", flush=True)
 
     try:
         data = engine.DeviceData(prepared, device)
@@ -150,6 +156,9 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
                              on_epoch=tracker.log_epoch, progress=params.runtime.progress,
                              label=spec.run_name)
         metrics = _final_metrics(history, spec)
+        if rank != 0:
+            distributed.cleanup()
+            return metrics
         extra_metrics, extra_files = method.report(data, spec.folder("results"))
         metrics.update(extra_metrics)
         if extra_metrics:
@@ -170,6 +179,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         tracker.finish("FAILED")
         raise
     tracker.finish("FINISHED")
+    distributed.cleanup()
     return metrics
 
 

@@ -165,3 +165,12 @@ class Tracker:
     def describe(self) -> dict[str, str]:
         return {"run_id": self.run_id, "experiment_id": self.experiment_id,
                 "tracking_uri": self.uri}
+
+
+class NullTracker:
+    """What ranks other than 0 of a multi-process run use: they log nothing."""
+
+    run_id = ""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
