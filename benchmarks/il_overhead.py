@@ -10,32 +10,14 @@ Targets from the issue: gradcam <= 1.10x; input_gradient at C=10 <= 1 + C/3.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from pipeline.config import IntrospectiveConfig
+from pipeline.estimate import median_step_seconds
 from pipeline.methods.ce import CE
 from pipeline.methods.introspective import Introspective
 from pipeline.models import build_model
-
-
-def step_time(method, x, y, steps: int, warmup: int = 2) -> float:
-    optimizer = torch.optim.SGD(method.models.parameters(), lr=0.01, momentum=0.9)
-    method.train()
-    times = []
-    for i in range(warmup + steps):
-        tic = time.perf_counter()
-        loss = method.step(x, y, epoch=0).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - tic)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -60,11 +42,11 @@ def main() -> None:
             torch.manual_seed(0)
             return build_model(args.arch, num_classes, 3).to(device)
 
-        ce = step_time(CE(model()), x, y, args.steps)
+        ce = median_step_seconds(CE(model()), x, y, args.steps)
         print(f"| {num_classes} | (CE) | {1000 * ce:.1f} | 1.00 | |")
         for explainer in ("gradcam", "input_gradient", "gradient_x_input"):
             method = Introspective(model(), IntrospectiveConfig(explainer=explainer, alpha=0.5))
-            t = step_time(method, x, y, args.steps)
+            t = median_step_seconds(method, x, y, args.steps)
             target = {"gradcam": "<= 1.10"}.get(explainer, "")
             if explainer == "input_gradient" and num_classes == 10:
                 target = f"<= {1 + num_classes / 3:.2f}"

@@ -22,7 +22,7 @@ import torch
 from .cli import main as cli_main
 from .config import Params, load_params
 from .engine import configure_runtime
-from .methods import build_method
+from .methods import Method, build_method
 from .models import build_model
 
 TRAIN_SIZES = {"cifar10": (50_000, 10, (3, 32, 32)), "cifar100": (50_000, 100, (3, 32, 32)),
@@ -59,19 +59,27 @@ def step_seconds(params: Params, method: str, classes: int, shape, batch: int,
     teacher = build_model(params.teacher.model.arch, classes, shape[0],
                           params.teacher.model.width)
     m = build_method(method, params, make, teacher).to(device)
-    optimizer = torch.optim.SGD([p for p in m.models.parameters() if p.requires_grad], lr=0.01)
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, classes, (batch,), device=device)
+    return median_step_seconds(m, x, y, steps, warmup=1)
+
+
+def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps: int,
+                        warmup: int = 2) -> float:
+    """Median wall time of a full training step (forward, loss, backward, SGD update)."""
+    optimizer = torch.optim.SGD([p for p in method.models.parameters() if p.requires_grad],
+                                lr=0.01, momentum=0.9)
+    method.train()
     times = []
-    for i in range(steps + 1):
+    for i in range(warmup + steps):
         tic = time.perf_counter()
-        loss = m.step(x, y, epoch=10**6).loss
-        optimizer.zero_grad()
+        loss = method.step(x, y, epoch=10**6).loss  # past any warm-up: the full method
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
+        if x.is_cuda:
             torch.cuda.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - tic)
     return statistics.median(times)
 
