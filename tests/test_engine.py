@@ -103,3 +103,29 @@ def test_dml_reports_each_peer_and_their_mean():
     row = engine.fit(method, device_data(), train_cfg(epochs=1), seed=0, progress=False)[-1]
     assert row["test_acc"] == pytest.approx((row["peer0_test_acc"] + row["peer1_test_acc"]) / 2)
     assert {"train_peer0_ce", "train_peer1_kl"} <= set(row)
+
+
+class DivergesAtEpoch(CE):
+    """CE whose loss turns NaN from a given epoch on (a stand-in for an exploding run)."""
+
+    def __init__(self, model, epoch: int) -> None:
+        super().__init__(model)
+        self.bad_epoch = epoch
+
+    def step(self, x, y, epoch):
+        out = super().step(x, y, epoch)
+        if epoch >= self.bad_epoch:
+            out.terms["ce"] = out.terms["ce"] * float("nan")
+        return out
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
+    engine.seed_everything(0)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at epoch 3, step 1"):
+        engine.fit(DivergesAtEpoch(_ce().student, epoch=2), device_data(),
+                   train_cfg(epochs=4), seed=0, checkpoint=ckpt, progress=False)
+    state = ckpt.load()
+    assert state["epoch"] == 2 and state["partial"] is None
+    assert [row["epoch"] for row in state["history"]] == [1, 2]
+    assert all(torch.isfinite(v).all() for v in state["models"].values() if v.is_floating_point())
