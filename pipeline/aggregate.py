@@ -102,10 +102,15 @@ def file_lookup(results: Path) -> Lookup:
     return lookup
 
 
+def latest_finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The most recent FINISHED run of every stage instance, indexed by run name."""
+    done = runs[runs["status"] == "FINISHED"].sort_values("start_time")
+    return done.groupby("tags.mlflow.runName").tail(1).set_index("tags.mlflow.runName")
+
+
 def mlflow_lookup(runs: pd.DataFrame) -> Lookup:
     """Final metrics from ``mlflow.search_runs`` output (latest finished run per instance)."""
-    done = runs[runs["status"] == "FINISHED"].sort_values("start_time")
-    latest = done.groupby("tags.mlflow.runName").tail(1).set_index("tags.mlflow.runName")
+    latest = latest_finished(runs)
 
     def lookup(row: Row, seed: int) -> dict | None:
         name = f"{row.stage}@{row.name}-{seed}"
