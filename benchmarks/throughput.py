@@ -1,11 +1,13 @@
 """Training throughput of every method through the engine, against a bare PyTorch loop.
 
     .venv/bin/python benchmarks/throughput.py [--arch resnet20] [--batch 128] [--classes 10]
+        [--amp off|auto|bf16|fp16] [--channels-last] [--compile]
 
 Same model, same data (random 32x32 uint8 images resident on the device), same
 batch size and the same tensor augmentation, one process. The bare loop is the
 minimum any trainer must do per step: normalise, augment, forward, CE,
-backward, SGD. Rows: images/second over one epoch (after a warm-up epoch) and
+backward, SGD; it gets the same fast-path settings (autocast, memory format,
+compilation) as the engine. Rows: images/second over one epoch (after a warm-up epoch) and
 the ratio engine / bare (1.00 = no engine overhead). Goal for CE: >= 0.95.
 """
 
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 
 from pipeline import engine
 from pipeline.augment import random_crop_flip
-from pipeline.config import IntrospectiveConfig, TrainConfig
+from pipeline.config import IntrospectiveConfig, RuntimeConfig, TrainConfig
 from pipeline.data import Prepared
 from pipeline.methods.ce import CE
 from pipeline.methods.dml import DML
@@ -45,7 +47,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_loop(model, data: engine.DeviceData, cfg: TrainConfig, epochs: int) -> float:
+def bare_loop(model, data: engine.DeviceData, cfg: TrainConfig, epochs: int,
+              accel: engine.Accel) -> float:
+    if accel.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if accel.compile:
+        model.compile()
+    scaler = torch.amp.GradScaler(data.device.type, enabled=accel.amp == torch.float16)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
@@ -59,21 +67,25 @@ def bare_loop(model, data: engine.DeviceData, cfg: TrainConfig, epochs: int) -> 
         for i in range(0, n, cfg.batch_size):
             x, y = data.batch("train", order[i:i + cfg.batch_size])
             x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
-            loss = F.cross_entropy(model(x), y)
+            x = x.contiguous(memory_format=accel.memory_format)
+            with accel.autocast(data.device):
+                loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
     sync(data.device)
     return epochs * n / (time.perf_counter() - tic)
 
 
-def engine_rate(method, data: engine.DeviceData, cfg: TrainConfig, epochs: int) -> float:
+def engine_rate(method, data: engine.DeviceData, cfg: TrainConfig, epochs: int,
+                accel: engine.Accel) -> float:
     engine.fit(method, data, cfg.model_copy(update={"epochs": 1}), seed=0, progress=False,
-               label="warm-up")
+               label="warm-up", accel=accel)
     sync(data.device)
     tic = time.perf_counter()
     engine.fit(method, data, cfg.model_copy(update={"epochs": epochs}), seed=0, progress=False,
-               label="timed")
+               label="timed", accel=accel)
     sync(data.device)
     return epochs * data.size("train") / (time.perf_counter() - tic)
 
@@ -88,8 +100,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--methods", default="ce,kd,dml,il-gradcam,il-input_gradient,"
                         "il-gradient_x_input")
+    parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    accel = engine.accel_for(RuntimeConfig(amp=args.amp, channels_last=args.channels_last,
+                                           compile=args.compile), device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.05,
                       schedule={"name": "constant"}, augment={"crop_padding": 4, "flip": True})
@@ -100,8 +119,9 @@ def main() -> None:
         return build_model(args.arch, args.classes, 3).to(device)
 
     print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{args.arch}, batch {args.batch}, {args.classes} classes, {args.images} images")
-    bare = bare_loop(model(), data, cfg, args.epochs)
+          f"{args.arch}, batch {args.batch}, {args.classes} classes, {args.images} images, "
+          f"amp {accel.amp}, channels_last {accel.channels_last}, compile {accel.compile}")
+    bare = bare_loop(model(), data, cfg, args.epochs, accel)
     print("| method | images/s | engine / bare CE loop |")
     print("|---|---|---|")
     print(f"| bare CE loop | {bare:.0f} | 1.00 |")
@@ -115,7 +135,7 @@ def main() -> None:
         builders[f"il-{explainer}"] = (
             lambda e=explainer: Introspective(model(), IntrospectiveConfig(explainer=e)))
     for key in args.methods.split(","):
-        rate = engine_rate(builders[key](), data, cfg, args.epochs)
+        rate = engine_rate(builders[key](), data, cfg, args.epochs, accel)
         print(f"| {key} | {rate:.0f} | {rate / bare:.2f} |", flush=True)
 
 

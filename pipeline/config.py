@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -36,6 +44,15 @@ TunedMethod = Literal[
     "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml", "introspective"
 ]
 NonEmptyFloats = Annotated[list[float], Field(min_length=1)]
+
+
+def _unique(what: str):
+    """A list validator: every entry once (a repeated seed would double-count a run)."""
+    def check(value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{what} must be unique")
+        return value
+    return check
 
 
 class Section(BaseModel):
@@ -110,6 +127,16 @@ class RuntimeConfig(Section):
     num_threads: PositiveInt | None = None
     deterministic: bool = True
     progress: bool = True
+    # fast path: autocast dtype (auto = bf16 on a CUDA device that has it, else off),
+    # channels_last memory format, torch.compile of every model's forward
+    amp: Literal["off", "auto", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
 class TeacherConfig(Section):
@@ -178,8 +205,9 @@ class TuneConfig(Section):
     """Equal-budget tuning on the validation split (see ``pipeline.tune``)."""
 
     enabled: bool = True
-    seeds: Annotated[list[int], Field(min_length=1)] = [100]
-    trials: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2, 3]
+    seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))] = [100]
+    trials: Annotated[list[NonNegInt], Field(min_length=1),
+                      AfterValidator(_unique("trials"))] = [0, 1, 2, 3]
     sample_seed: int = 0
     methods: Annotated[list[TunedMethod], Field(min_length=1)] = [
         "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml",
@@ -189,19 +217,12 @@ class TuneConfig(Section):
         "lr": [0.02, 0.05, 0.1], "weight_decay": [1e-4, 5e-4, 1e-3]}
     own: dict[TunedMethod, dict[str, NonEmptyFloats]] = {}
 
-    @field_validator("trials")
-    @classmethod
-    def _unique_trials(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError("trials must be unique")
-        return value
-
 
 class Params(Section):
     """The whole ``params.yaml``."""
 
     profile: str = "quick"
-    seeds: Annotated[list[int], Field(min_length=1)] = [0, 1]
+    seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))] = [0, 1]
     data: DataConfig = DataConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     teacher: TeacherConfig
@@ -228,13 +249,6 @@ class Params(Section):
             raise ValueError("tune.enabled needs a validation split: set data.val_per_class > 0 "
                              "(or tune.enabled: false)")
         return self
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError("seeds must be unique")
-        return value
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:

@@ -5,6 +5,9 @@ Design choices, and why:
   normalised and augmented there (no DataLoader workers for 32x32 data).
 * The learning rate is a pure function of the epoch, so resuming needs no
   scheduler object, only the epoch counter.
+* The fast path (``runtime.amp``, ``channels_last``, ``compile``) is one
+  ``Accel`` value: autocast wraps the whole step, so a teacher's no-grad
+  forward and an explainer's backward run in the same precision as the student.
 * After every epoch a checkpoint (models, optimizer, RNG states, history, and
   whatever ``extra`` the caller needs, e.g. the MLflow run id) is written
   atomically; ``fit`` continues from it bit-for-bit on CPU.
@@ -50,12 +53,52 @@ def select_device(runtime: RuntimeConfig) -> torch.device:
 def configure_runtime(runtime: RuntimeConfig) -> torch.device:
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
-    if runtime.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     device = select_device(runtime)
-    if device.type == "cuda" and not runtime.deterministic:
-        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        # CPU kernels are deterministic already; the switch also imports torch._inductor
+        # (~1.3 s per stage process), so it is only flipped where it matters
+        torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
+        torch.backends.cudnn.benchmark = not runtime.deterministic
+        if not runtime.deterministic:
+            torch.set_float32_matmul_precision("high")  # TF32 on Ampere and newer
     return device
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How the math runs: autocast dtype (None = fp32), memory format, compilation."""
+
+    amp: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=self.amp or torch.bfloat16,
+                              enabled=self.amp is not None)
+
+
+def accel_for(runtime: RuntimeConfig, device: torch.device) -> Accel:
+    """Resolve ``runtime.amp: auto`` (bf16 on a CUDA device that supports it, else fp32)."""
+    dtypes = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    amp = dtypes.get(runtime.amp)
+    if runtime.amp == "auto":
+        amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return Accel(amp, runtime.channels_last, runtime.compile)
+
+
+def prepare_models(method: Method, device: torch.device, accel: Accel) -> None:
+    """Move the method (teacher included) to ``device``; apply memory format and compile."""
+    method.to(device)
+    if accel.channels_last:
+        method.to(memory_format=torch.channels_last)
+    if accel.compile:
+        for model in [*method.models.values(), getattr(method, "teacher", None)]:
+            if isinstance(model, nn.Module):
+                model.compile()  # in place: state_dict keys stay unprefixed
 
 
 def seed_everything(seed: int) -> None:
@@ -97,16 +140,21 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: DeviceData, split: str, batch_size: int) -> Tensor:
+def predict(model: nn.Module, data: DeviceData, split: str, batch_size: int,
+            accel: Accel = Accel()) -> Tensor:
     was_training = model.training
     model.eval()
-    logits = [model(data.batch(split, slice(i, i + batch_size))[0])
-              for i in range(0, data.size(split), batch_size)]
+    logits = []
+    with accel.autocast(data.device):
+        for i in range(0, data.size(split), batch_size):
+            x = data.batch(split, slice(i, i + batch_size))[0]
+            logits.append(model(x.contiguous(memory_format=accel.memory_format)).float())
     model.train(was_training)
-    return torch.cat(logits).float()
+    return torch.cat(logits)
 
 
-def evaluate(method: Method, data: DeviceData, batch_size: int) -> dict[str, float]:
+def evaluate(method: Method, data: DeviceData, batch_size: int,
+             accel: Accel = Accel()) -> dict[str, float]:
     """Metrics of every evaluated model on val (if any) and test.
 
     With several models (DML peers) each gets a ``<name>_`` prefix and the
@@ -119,7 +167,7 @@ def evaluate(method: Method, data: DeviceData, batch_size: int) -> dict[str, flo
         metrics: dict[str, float] = {}
         for split in ("val", "test"):
             if data.size(split):
-                logits = predict(model, data, split, batch_size)
+                logits = predict(model, data, split, batch_size, accel)
                 metrics.update(classification_metrics(logits, data.y[split], f"{split}_"))
         per_model.append(metrics)
         if len(models) > 1:
@@ -189,22 +237,27 @@ def fit(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     label: str = "train",
+    accel: Accel = Accel(),
 ) -> list[dict[str, float]]:
     """Train ``method`` for ``cfg.epochs``; return one metrics row per epoch.
 
     ``resume`` is a state from :meth:`Checkpoint.load`; ``extra`` is stored in
     every checkpoint as-is. ``on_epoch`` receives each finished epoch's row.
     """
-    method.to(data.device)
+    prepare_models(method, data.device, accel)
     params = [p for p in method.models.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
+    scaler = torch.amp.GradScaler(data.device.type, enabled=accel.amp == torch.float16)
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     start = 0
     if resume is not None:
         method.models.load_state_dict(resume["models"])
         optimizer.load_state_dict(resume["optimizer"])
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         _set_rng_state(resume["rng"], generator)
         history = list(resume["history"])
         start = int(resume["epoch"])
@@ -236,7 +289,9 @@ def fit(
                 x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
                 if world > 1:  # every rank drew the same global batch; train on its shard
                     x, y = x[rank::world], y[rank::world]
-                out = method.step(x, y, epoch)
+                x = x.contiguous(memory_format=accel.memory_format)
+                with accel.autocast(data.device):
+                    out = method.step(x, y, epoch)
                 loss = out.loss
                 diverged = not torch.isfinite(loss.detach())
                 if world > 1:
@@ -248,10 +303,11 @@ def fit(
                         "lower train.lr or check the method's params"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if world > 1:
                     distributed.average_gradients(params, world)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 # running sums stay on the device (float64): no host sync per loss term
                 weight = len(y) / n
                 logged = {"loss": loss, **out.terms, **out.stats}
@@ -264,8 +320,8 @@ def fit(
                     stopping = distributed.any_rank(stopping, data.device)
                 if stopping:
                     if checkpoint is not None and rank == 0:
-                        checkpoint.save(_state(method, optimizer, epoch, history, generator,
-                                               extra, {"step": i + 1, "order": order.cpu(),
+                        checkpoint.save(_state(method, optimizer, scaler, epoch, history,
+                                               generator, extra, {"step": i + 1, "order": order.cpu(),
                                                        "sums": _floats(sums),
                                                        "correct": float(correct)}))
                     raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
@@ -277,13 +333,13 @@ def fit(
             row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **_floats(sums),
                                      "train_acc": 100.0 * float(correct) / n}
             row.update(method.epoch_metrics())
-            row.update(evaluate(method, data, cfg.eval_batch_size))
+            row.update(evaluate(method, data, cfg.eval_batch_size, accel))
             row["epoch_time_s"] = time.perf_counter() - tic
             history.append(row)
             if rank == 0:
                 if checkpoint is not None:
-                    checkpoint.save(_state(method, optimizer, epoch + 1, history, generator,
-                                           extra))
+                    checkpoint.save(_state(method, optimizer, scaler, epoch + 1, history,
+                                           generator, extra))
                 if on_epoch is not None:
                     on_epoch(row)
                 print(_summary(label, epoch, cfg.epochs, row), flush=True)
@@ -294,11 +350,12 @@ def _floats(sums: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sums.items()}
 
 
-def _state(method: Method, optimizer: torch.optim.Optimizer, epoch: int,
-           history: list[dict[str, float]], generator: torch.Generator,
+def _state(method: Method, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+           epoch: int, history: list[dict[str, float]], generator: torch.Generator,
            extra: dict[str, Any] | None, partial: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to continue bit-for-bit; ``partial`` marks a mid-epoch stop."""
     return {"models": method.models.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "epoch": epoch, "history": list(history), "rng": _rng_state(generator),
             "extra": extra or {}, "partial": partial}
 

@@ -19,7 +19,7 @@ import torch
 
 from . import distributed, engine
 from .config import ModelConfig, Params, TrainConfig, fingerprint, flatten
-from .data import DATA_FILE, PREPARED_DIR, load_prepared
+from .data import PREPARED_DIR, load_prepared
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from .methods import REGISTRY, build_method
@@ -118,6 +118,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         teacher_sha = _sha256(TEACHER_FILE)
     rank, world = distributed.setup()
     device = engine.configure_runtime(params.runtime)
+    accel = engine.accel_for(params.runtime, device)
 
     engine.seed_everything(spec.seed)
     method = build_method(
@@ -154,7 +155,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         history = engine.fit(method, data, train_cfg, spec.seed, checkpoint=checkpoint,
                              resume=resume, extra={"run_id": tracker.run_id},
                              on_epoch=tracker.log_epoch, progress=params.runtime.progress,
-                             label=spec.run_name)
+                             label=spec.run_name, accel=accel)
         metrics = _final_metrics(history, spec)
         if rank != 0:
             distributed.cleanup()
@@ -163,7 +164,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
         metrics.update(extra_metrics)
         if extra_metrics:
             tracker.log_metrics(extra_metrics, step=metrics["epochs"])
-        write_outputs(spec, method, data, history, metrics, tracker, model_cfg, data_sha)
+        write_outputs(spec, method, data, history, metrics, tracker, model_cfg, data_sha, accel)
         for path in extra_files:
             tracker.log_artifact(path)
     except TrainingDiverged as exc:
@@ -186,7 +187,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
 def write_outputs(spec: RunSpec, method: Any, data: engine.DeviceData,
                   history: list[dict[str, float]],
                   metrics: dict[str, Any], tracker: Tracker, model_cfg: ModelConfig,
-                  data_sha: str) -> None:
+                  data_sha: str, accel: engine.Accel) -> None:
     """DVC outputs (each atomic), then the same files as MLflow artifacts."""
     results, models = spec.folder("results"), spec.folder("models")
     model_file = models / "model.pt"
@@ -198,7 +199,7 @@ def write_outputs(spec: RunSpec, method: Any, data: engine.DeviceData,
     })
     atomic_write_csv(results / "history.csv", history)
     model = next(iter(method.evaluated().values()))  # DML: peer0
-    logits = engine.predict(model, data, "test", 1024)
+    logits = engine.predict(model, data, "test", 1024, accel)
     atomic_write_json(results / "reliability.json",
                       reliability_bins(logits.softmax(1), data.y["test"]))
     save_figure(training_curves(history, spec.run_name), results / "curves.png")
@@ -209,4 +210,4 @@ def write_outputs(spec: RunSpec, method: Any, data: engine.DeviceData,
     tracker.log_artifact(model_file, "model")
 
 
-__all__ = ["RunSpec", "run", "DATA_FILE"]
+__all__ = ["RunSpec", "run"]

@@ -93,4 +93,4 @@ def tuned_params(params: Params, method: str, path: Path = TUNED_FILE) -> Params
 
 
 def read_trials(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/trial.json"))]
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/trial-*.json"))]

@@ -1,7 +1,12 @@
-"""DVC stages ``tune`` (one trial of one method) and ``tune_select`` (best per method).
+"""DVC stages ``tune`` (every trial of one method) and ``tune_select`` (best per method).
 
-    python -m stages.tune trial --method kd --trial 0
+    python -m stages.tune trials --method kd
     python -m stages.tune select
+
+One stage instance per method, not per trial: a stage process costs seconds of
+start-up and DVC lock-file bookkeeping, which on the quick profile outweighs a
+trial's training. Each trial's runs still checkpoint, so an interrupted
+instance resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,23 +25,26 @@ from pipeline.tune import TUNED_FILE, apply, read_trials, select, trial_config, 
 TUNE_DIR = Path("results/tune")
 
 
-def trial(method: str, index: int) -> None:
+def trials(method: str) -> None:
     params = load_params()
-    if method not in params.tune.methods or index not in params.tune.trials:
-        raise ConfigError(f"tune: method '{method}' trial {index} is not in tune.methods / "
-                          "tune.trials")
-    group = f"{method}-{index}"
-    record: dict = {"method": method, "trial": index, "skipped": not params.tune.enabled}
+    if method not in params.tune.methods:
+        raise ConfigError(f"tune: method '{method}' is not in tune.methods "
+                          f"({', '.join(params.tune.methods)})")
     if params.tune.enabled:
-        overrides = trial_config(params, method, index)
-        tuned = apply(params, overrides)
-        runs = [run(RunSpec("tune", method, "full", seed, group=group), tuned)
-                for seed in params.tune.seeds]
-        record.update(overrides=overrides, seeds=params.tune.seeds,
-                      val_acc=sum(r["val_acc"] for r in runs) / len(runs),
-                      val_nll=sum(r["val_nll"] for r in runs) / len(runs))
-        print(f"[ilkd] tune {group}: {overrides} -> val_acc {record['val_acc']:.2f}")
-    atomic_write_json(TUNE_DIR / group / "trial.json", record)
+        trial_config(params, method, params.tune.trials[0])  # fail early on a too-small space
+    for index in params.tune.trials:
+        record: dict = {"method": method, "trial": index, "skipped": not params.tune.enabled}
+        if params.tune.enabled:
+            overrides = trial_config(params, method, index)
+            tuned = apply(params, overrides)
+            group = f"{method}/trial-{index}"
+            runs = [run(RunSpec("tune", method, "full", seed, group=group), tuned)
+                    for seed in params.tune.seeds]
+            record.update(overrides=overrides, seeds=params.tune.seeds,
+                          val_acc=sum(r["val_acc"] for r in runs) / len(runs),
+                          val_nll=sum(r["val_nll"] for r in runs) / len(runs))
+            print(f"[ilkd] tune {group}: {overrides} -> val_acc {record['val_acc']:.2f}")
+        atomic_write_json(TUNE_DIR / method / f"trial-{index}.json", record)
 
 
 def choose() -> None:
@@ -54,13 +62,12 @@ def entry(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    one = sub.add_parser("trial")
+    one = sub.add_parser("trials", help="every trial of one method")
     one.add_argument("--method", required=True)
-    one.add_argument("--trial", type=int, required=True)
-    sub.add_parser("select")
+    sub.add_parser("select", help="best trial per method -> params_tuned.yaml")
     args = parser.parse_args(argv)
-    if args.command == "trial":
-        trial(args.method, args.trial)
+    if args.command == "trials":
+        trials(args.method)
     else:
         choose()
 

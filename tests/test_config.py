@@ -57,6 +57,9 @@ BAD = [
     ("student.train", _DELETE, "student.train: required key is missing"),
     ("dml.form", "sum", "dml.form: input should be 'convex' or 'original'"),
     ("data.val_per_class", -1, "data.val_per_class: input should be greater than or equal to 0"),
+    ("runtime.amp", "fp8", "runtime.amp: input should be 'off', 'auto', 'bf16' or 'fp16'"),
+    ("runtime.amp", True, "runtime.amp: input should be 'off', 'auto', 'bf16' or 'fp16'"),
+    ("runtime.channels_last", "yes", "runtime.channels_last: input should be a valid boolean"),
 ]
 
 
@@ -66,6 +69,12 @@ def test_bad_value_names_the_key(base_raw, key, value, expected):
         parse_params(_set(base_raw, key, value))
     assert expected in str(info.value)
     assert str(info.value).startswith("params.yaml: ")
+
+
+def test_bare_yaml_off_means_amp_off(base_raw):
+    raw = yaml.safe_load(yaml.safe_dump(base_raw).replace("amp: 'off'", "amp: off"))
+    assert raw["runtime"]["amp"] is False  # what YAML 1.1 makes of a bare `off`
+    assert parse_params(raw).runtime.amp == "off"
 
 
 def test_unknown_top_level_section(base_raw):

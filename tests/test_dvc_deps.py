@@ -70,3 +70,18 @@ def test_stage_deps_cover_its_code(name):
     missing = [str(p.relative_to(REPO)) for p in imported_files(_module_file(script))
                if not _covered(p, deps)]
     assert not missing, f"{name}: add to its deps in dvc.yaml: {missing}"
+
+
+@pytest.mark.parametrize(("path", "ignored"), [
+    ("pipeline/methods/__pycache__/kd.cpython-311.pyc", True),
+    ("pipeline/__pycache__/engine.cpython-311.pyc", True),
+    ("pipeline/methods/kd.py", False),
+])
+def test_dvc_ignores_byte_code(path, ignored):
+    """A .pyc header holds its source's mtime: hashed into the ``pipeline/methods``
+    directory dependency it would make every fresh clone look changed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", "-q", path], cwd=REPO)
+    assert proc.returncode == (0 if ignored else 1)

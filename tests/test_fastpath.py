@@ -1,0 +1,146 @@
+"""The fast path (runtime.amp / channels_last / compile), checked on the CPU.
+
+Precision and memory format must change how the math runs, not what it
+computes: each check compares against the plain fp32 path or looks at what the
+autocast context actually produced.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline import engine
+from pipeline.config import RuntimeConfig
+from pipeline.methods.ce import CE
+from pipeline.methods.kd import KD
+from pipeline.models import build_model
+
+from .helpers import device_data, train_cfg
+
+CPU = torch.device("cpu")
+
+
+def _model(seed: int = 0, arch: str = "small_cnn") -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(arch, 4, 1, 0.25 if arch == "small_cnn" else 1.0)
+
+
+@pytest.mark.parametrize(("amp", "expected"), [("off", None), ("bf16", torch.bfloat16),
+                                               ("fp16", torch.float16), ("auto", None)])
+def test_amp_setting_resolves_to_a_dtype_on_cpu(amp, expected):
+    # auto means bf16 only on a CUDA device that supports it: plain fp32 on a CPU
+    assert engine.accel_for(RuntimeConfig(amp=amp), CPU).amp is expected
+
+
+def test_bf16_autocast_covers_student_and_teacher_steps_and_keeps_training():
+    seen: dict[str, set] = {"student": set(), "teacher": set()}
+    student, teacher = _model(0), _model(1)
+    student.register_forward_hook(lambda m, i, o: seen["student"].add((o.dtype, m.training)))
+    teacher.register_forward_hook(
+        lambda m, i, o: seen["teacher"].add((o.dtype, o.requires_grad)))
+    method = KD(student, teacher, alpha=0.9, T=4.0)
+    history = engine.fit(method, device_data(), train_cfg(epochs=2), seed=0, progress=False,
+                         accel=engine.Accel(amp=torch.bfloat16))
+    # training forwards ran in bf16, evaluation forwards too; the teacher never needs grad
+    assert (torch.bfloat16, True) in seen["student"]
+    assert (torch.bfloat16, False) in seen["student"]
+    assert seen["teacher"] == {(torch.bfloat16, False)}
+    # the weights the optimizer updates stay fp32
+    assert all(p.dtype == torch.float32 for p in method.models.parameters())
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_bf16_losses_track_fp32_on_one_step():
+    """Same weights, same batch: bf16 loss within bf16 rounding of the fp32 loss."""
+    data = device_data()
+    x, y = data.batch("train", slice(0, 64))
+    model = _model().train()
+    fp32 = F.cross_entropy(model(x), y)
+    with engine.Accel(amp=torch.bfloat16).autocast(CPU):
+        bf16 = F.cross_entropy(model(x), y)
+    assert bf16.dtype == torch.float32  # autocast runs the loss itself in fp32
+    assert bf16.item() == pytest.approx(fp32.item(), rel=2e-2)
+    assert bf16.item() != fp32.item()  # the matmuls really ran in bf16
+
+
+def test_fp16_uses_loss_scaling_and_resumes_bit_for_bit(tmp_path):
+    data, cfg = device_data(), train_cfg(epochs=3)
+    accel = engine.Accel(amp=torch.float16)
+    full = engine.fit(CE(_model()), data, cfg, seed=0, progress=False, accel=accel)
+
+    ckpt = engine.Checkpoint(tmp_path / "last.pt", "fp")
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(CE(_model()), data, cfg, seed=0, checkpoint=ckpt, on_epoch=stop_after_two,
+                   progress=False, accel=accel)
+    state = ckpt.load()
+    scale = state["scaler"]["scale"]
+    assert scale > 1.0  # GradScaler's state travels with the checkpoint (default start 2**16)
+    resumed = engine.fit(CE(_model(seed=5)), data, cfg, seed=0, checkpoint=ckpt, resume=state,
+                         progress=False, accel=accel)
+    def strip(history):
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+    assert strip(resumed) == strip(full)
+
+
+def test_fp32_checkpoints_carry_no_scaler(tmp_path):
+    ckpt = engine.Checkpoint(tmp_path / "last.pt", "fp")
+    engine.fit(CE(_model()), device_data(), train_cfg(epochs=1), seed=0, checkpoint=ckpt,
+               progress=False)
+    assert ckpt.load()["scaler"] is None
+
+
+def test_channels_last_changes_layout_not_gradients():
+    data = device_data()
+    x, y = data.batch("train", slice(0, 32))
+    plain = CE(_model(arch="resnet8"))
+    fast = copy.deepcopy(plain)
+    engine.prepare_models(fast, CPU, engine.Accel(channels_last=True))
+    conv = next(m for m in fast.student.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    grads = []
+    for method, fmt in ((plain, torch.contiguous_format), (fast, torch.channels_last)):
+        method.train()
+        method.step(x.contiguous(memory_format=fmt), y, 0).loss.backward()
+        grads.append([p.grad.clone() for p in method.models.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b.contiguous(), rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_fit_matches_plain_fit():
+    data, cfg = device_data(), train_cfg(epochs=2)
+    plain = engine.fit(CE(_model()), data, cfg, seed=0, progress=False)
+    fast = engine.fit(CE(_model()), data, cfg, seed=0, progress=False,
+                      accel=engine.Accel(channels_last=True))
+    for a, b in zip(plain, fast, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
+        assert abs(b["test_acc"] - a["test_acc"]) <= 2.5  # at most one of 40 test images
+
+
+def test_compile_in_place_keeps_state_dict_keys_and_results():
+    """torch.compile (inductor, needs a C compiler) gives the eager results."""
+    pytest.importorskip("torch._inductor")
+    data, cfg = device_data(), train_cfg(epochs=1)
+    eager = CE(_model())
+    compiled = CE(_model())
+    keys = list(eager.models.state_dict())
+    h_eager = engine.fit(eager, data, cfg, seed=0, progress=False)
+    h_comp = engine.fit(compiled, data, cfg, seed=0, progress=False,
+                        accel=engine.Accel(compile=True))
+    assert compiled.student._compiled_call_impl is not None
+    assert list(compiled.models.state_dict()) == keys  # no "_orig_mod." prefixes
+    assert h_comp[0]["train_loss"] == pytest.approx(h_eager[0]["train_loss"], rel=1e-3)
+    for a, b in zip(eager.models.parameters(), compiled.models.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
