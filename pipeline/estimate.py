@@ -5,8 +5,9 @@
 
 Each kind of run (teacher, CE-like student, KD, DML, IL with the configured
 explainer) is timed for a few optimisation steps on random data of the
-dataset's shape, on this machine's device; an epoch is that step time times the
-steps per epoch. Evaluation and start-up are not included, so read the total
+dataset's shape, on this machine's device and with the profile's fast path
+(``runtime.amp``, ``channels_last``, ``compile``); an epoch is that step time
+times the steps per epoch. Evaluation and start-up are not included, so read the total
 as a lower bound.
 """
 
@@ -21,9 +22,11 @@ import torch
 
 from .cli import main as cli_main
 from .config import Params, load_params
-from .engine import configure_runtime
+from .engine import Accel, accel_for, configure_runtime, prepare_models
 from .methods import Method, build_method
 from .models import build_model
+
+PLAIN = Accel()  # fp32, contiguous, eager
 
 TRAIN_SIZES = {"cifar10": (50_000, 10, (3, 32, 32)), "cifar100": (50_000, 100, (3, 32, 32)),
                "digits": (1_347, 10, (1, 8, 8))}
@@ -53,27 +56,34 @@ def dataset_shape(params: Params) -> tuple[int, int, tuple[int, int, int]]:
 
 
 def step_seconds(params: Params, method: str, classes: int, shape, batch: int,
-                 steps: int, device: torch.device, arch_role: str = "student") -> float:
+                 steps: int, device: torch.device, arch_role: str = "student",
+                 accel: Accel = PLAIN) -> float:
     role = params.teacher if arch_role == "teacher" else params.student
     make = lambda: build_model(role.model.arch, classes, shape[0], role.model.width)  # noqa: E731
     teacher = build_model(params.teacher.model.arch, classes, shape[0],
                           params.teacher.model.width)
-    m = build_method(method, params, make, teacher).to(device)
+    m = build_method(method, params, make, teacher)
+    prepare_models(m, device, accel)
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, classes, (batch,), device=device)
-    return median_step_seconds(m, x, y, steps, warmup=1)
+    return median_step_seconds(m, x, y, steps, warmup=2 if accel.compile else 1, accel=accel)
 
 
 def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps: int,
-                        warmup: int = 2) -> float:
-    """Median wall time of a full training step (forward, loss, backward, SGD update)."""
+                        warmup: int = 2, accel: Accel = PLAIN) -> float:
+    """Median wall time of a full training step (forward, loss, backward, SGD update).
+
+    ``method`` must already sit on ``x``'s device in ``accel``'s memory format.
+    """
+    x = x.contiguous(memory_format=accel.memory_format)
     optimizer = torch.optim.SGD([p for p in method.models.parameters() if p.requires_grad],
                                 lr=0.01, momentum=0.9)
     method.train()
     times = []
     for i in range(warmup + steps):
         tic = time.perf_counter()
-        loss = method.step(x, y, epoch=10**6).loss  # past any warm-up: the full method
+        with accel.autocast(x.device):
+            loss = method.step(x, y, epoch=10**6).loss  # past any warm-up: the full method
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -108,11 +118,13 @@ def entry(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     device = configure_runtime(params.runtime)
+    accel = accel_for(params.runtime, device)
     n, classes, shape = dataset_shape(params)
     cache: dict[tuple[str, str], float] = {}
     total_runs, total_hours = 0, 0.0
     print(f"profile {params.profile}: {params.data.name}, {n} training images, {classes} classes, "
-          f"device {device}")
+          f"device {device}, amp {accel.amp or 'off'}, channels_last {accel.channels_last}, "
+          f"compile {accel.compile}")
     print("| stage | method | runs | epochs | s/epoch (measured) | device-hours |")
     print("|---|---|---|---|---|---|")
     for stage, method, runs, epochs in plan(params):
@@ -121,7 +133,7 @@ def entry(argv: list[str] | None = None) -> None:
         key = (role, method)
         if key not in cache:
             cache[key] = step_seconds(params, method, classes, shape, batch, args.steps, device,
-                                      role) * math.ceil(n / batch)
+                                      role, accel) * math.ceil(n / batch)
         hours = runs * epochs * cache[key] / 3600
         total_runs += runs
         total_hours += hours

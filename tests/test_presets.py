@@ -68,3 +68,24 @@ def test_step_seconds_measures_a_real_step():
     params = load_params(REPO / "params.yaml")
     seconds = step_seconds(params, "kd", 10, (1, 8, 8), 16, 1, torch.device("cpu"))
     assert 0 < seconds < 60
+
+
+def test_estimate_times_the_profile_fast_path():
+    """The estimator's step runs under the configured autocast and memory format."""
+    import torch
+
+    from pipeline.engine import Accel, prepare_models
+    from pipeline.estimate import median_step_seconds
+    from pipeline.methods.ce import CE
+    from pipeline.models import build_model
+
+    seen = []
+    model = build_model("resnet8", 10, 3)
+    model.register_forward_hook(lambda m, i, o: seen.append(
+        (o.dtype, i[0].is_contiguous(memory_format=torch.channels_last))))
+    method = CE(model)
+    accel = Accel(amp=torch.bfloat16, channels_last=True)
+    prepare_models(method, torch.device("cpu"), accel)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    assert median_step_seconds(method, x, y, steps=1, warmup=0, accel=accel) > 0
+    assert seen == [(torch.bfloat16, True)]
