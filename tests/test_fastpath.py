@@ -144,3 +144,57 @@ def test_compile_in_place_keeps_state_dict_keys_and_results():
     assert h_comp[0]["train_loss"] == pytest.approx(h_eager[0]["train_loss"], rel=1e-3)
     for a, b in zip(eager.models.parameters(), compiled.models.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+# ---- on a CUDA device (skipped on CPU-only machines; run by benchmarks/device_check.sh)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_fast_path_trains_with_data_resident_on_the_device():
+    from pipeline.engine import DeviceData
+
+    from .helpers import synthetic_prepared
+
+    cuda = torch.device("cuda")
+    data = DeviceData(synthetic_prepared(), cuda)
+    assert data.x["train"].is_cuda and data.x["train"].dtype == torch.uint8
+    accel = engine.accel_for(RuntimeConfig(amp="auto", channels_last=True), cuda)
+    assert accel.amp == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    method = KD(_model(0), _model(1), alpha=0.9, T=4.0)
+    history = engine.fit(method, data, train_cfg(epochs=6), seed=0, progress=False, accel=accel)
+    assert all(p.is_cuda and p.dtype == torch.float32 for p in method.models.parameters())
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert history[-1]["test_acc"] > 50.0  # 4 classes: chance is 25%
+
+
+@needs_cuda
+def test_cuda_fp32_follows_the_cpu_run():
+    """Same seed, same data: CUDA fp32 tracks the CPU run (cuDNN may use TF32 for convs)."""
+    runs = []
+    for device in (CPU, torch.device("cuda")):
+        from pipeline.engine import DeviceData
+
+        from .helpers import synthetic_prepared
+
+        engine.configure_runtime(RuntimeConfig(device=device.type, deterministic=True))
+        data = DeviceData(synthetic_prepared(), device)
+        runs.append(engine.fit(CE(_model()), data, train_cfg(epochs=2), seed=0, progress=False))
+    for cpu_row, cuda_row in zip(*runs, strict=True):
+        assert cuda_row["train_loss"] == pytest.approx(cpu_row["train_loss"], rel=2e-2)
+        assert abs(cuda_row["test_acc"] - cpu_row["test_acc"]) <= 7.5  # 3 of 40 test images
+
+
+@needs_cuda
+def test_cuda_batched_input_gradients_equal_the_cpu_loop():
+    from pipeline.explain import input_gradients
+
+    torch.manual_seed(1)
+    model = build_model("resnet8", 4, 1).train()
+    x = torch.randn(6, 1, 8, 8)
+    grads = {}
+    for device, batched in ((CPU, False), (torch.device("cuda"), True)):
+        m = copy.deepcopy(model).to(device)
+        xd = x.to(device).requires_grad_(True)
+        grads[device.type] = input_gradients(m(xd), xd, batched=batched).cpu()
+    torch.testing.assert_close(grads["cuda"], grads["cpu"], rtol=1e-3, atol=1e-5)
