@@ -146,3 +146,10 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
     assert set(json.loads(dvc(root, "status", "--json").stdout)) == {
         "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0",
         "tune@ce", "tune@kd", "tuned@ce-0", "tuned@kd-0"}
+    # ... and a tuning-grid key the tuning stages only: the tuned runs wait for
+    # params_tuned.yaml, which changes only if tune_select picks something else
+    raw["kd"]["T"] = tiny_dag["kd"]["T"]
+    raw["tune"]["shared"]["lr"] = [0.01, 0.05, 0.2]
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {
+        "tune@ce", "tune@kd", "tune_select"}
