@@ -128,7 +128,7 @@ class RuntimeConfig(Section):
     deterministic: bool = True
     progress: bool = True
     # fast path: autocast dtype (auto = bf16 on a CUDA device that has it, else off),
-    # channels_last memory format, torch.compile of every model's forward
+    # channels_last memory format, torch.compile of every model's convolutional trunk
     amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     channels_last: bool = False
     compile: bool = False

@@ -98,7 +98,9 @@ def prepare_models(method: Method, device: torch.device, accel: Accel) -> None:
     if accel.compile:
         for model in [*method.models.values(), getattr(method, "teacher", None)]:
             if isinstance(model, nn.Module):
-                model.compile()  # in place: state_dict keys stay unprefixed
+                # the trunk serves forward and forward_features (IL's feature-map explainers);
+                # compiled in place, so state_dict keys stay unprefixed
+                getattr(model, "trunk", model).compile()
 
 
 def seed_everything(seed: int) -> None:

@@ -139,8 +139,31 @@ def test_compile_in_place_keeps_state_dict_keys_and_results():
     h_eager = engine.fit(eager, data, cfg, seed=0, progress=False)
     h_comp = engine.fit(compiled, data, cfg, seed=0, progress=False,
                         accel=engine.Accel(compile=True))
-    assert compiled.student._compiled_call_impl is not None
+    assert compiled.student.trunk._compiled_call_impl is not None
     assert list(compiled.models.state_dict()) == keys  # no "_orig_mod." prefixes
+    assert h_comp[0]["train_loss"] == pytest.approx(h_eager[0]["train_loss"], rel=1e-3)
+    for a, b in zip(eager.models.parameters(), compiled.models.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_compile_covers_introspective_feature_map_path():
+    """IL's Grad-CAM step calls forward_features: the compiled trunk must serve it too."""
+    pytest.importorskip("torch._inductor")
+    from pipeline.config import IntrospectiveConfig
+    from pipeline.methods.introspective import Introspective
+
+    data, cfg = device_data(), train_cfg(epochs=1)
+    runs = []
+    for compile_ in (False, True):
+        method = Introspective(_model(), IntrospectiveConfig(explainer="gradcam"))
+        calls = []
+        method.student.trunk.register_forward_hook(lambda m, i, o, c=calls: c.append(1))
+        history = engine.fit(method, data, cfg, seed=0, progress=False,
+                             accel=engine.Accel(compile=compile_))
+        runs.append((method, history, len(calls)))
+    (eager, h_eager, n_eager), (compiled, h_comp, n_comp) = runs
+    assert compiled.student.trunk._compiled_call_impl is not None
+    assert n_comp == n_eager > 0  # every forward (train and eval) went through the trunk
     assert h_comp[0]["train_loss"] == pytest.approx(h_eager[0]["train_loss"], rel=1e-3)
     for a, b in zip(eager.models.parameters(), compiled.models.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
