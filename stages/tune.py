@@ -30,12 +30,13 @@ def trials(method: str) -> None:
     if method not in params.tune.methods:
         raise ConfigError(f"tune: method '{method}' is not in tune.methods "
                           f"({', '.join(params.tune.methods)})")
-    if params.tune.enabled:
-        trial_config(params, method, params.tune.trials[0])  # fail early on a too-small space
+    # every configuration up front: a too-small search space fails before any training
+    configs = ({i: trial_config(params, method, i) for i in params.tune.trials}
+               if params.tune.enabled else {})
     for index in params.tune.trials:
         record: dict = {"method": method, "trial": index, "skipped": not params.tune.enabled}
         if params.tune.enabled:
-            overrides = trial_config(params, method, index)
+            overrides = configs[index]
             tuned = apply(params, overrides)
             group = f"{method}/trial-{index}"
             runs = [run(RunSpec("tune", method, "full", seed, group=group), tuned)

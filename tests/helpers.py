@@ -20,10 +20,10 @@ def synthetic_prepared(num_classes: int = 4, per_class: int = 40, seed: int = 0)
     return Prepared(arrays, meta)
 
 
-def device_data(**kwargs) -> DeviceData:
+def device_data(device: str = "cpu", **kwargs) -> DeviceData:
     import torch
 
-    return DeviceData(synthetic_prepared(**kwargs), torch.device("cpu"))
+    return DeviceData(synthetic_prepared(**kwargs), torch.device(device))
 
 
 def train_cfg(**overrides) -> TrainConfig:

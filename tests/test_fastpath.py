@@ -175,12 +175,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 def test_cuda_fast_path_trains_with_data_resident_on_the_device():
-    from pipeline.engine import DeviceData
-
-    from .helpers import synthetic_prepared
-
     cuda = torch.device("cuda")
-    data = DeviceData(synthetic_prepared(), cuda)
+    data = device_data("cuda")
     assert data.x["train"].is_cuda and data.x["train"].dtype == torch.uint8
     accel = engine.accel_for(RuntimeConfig(amp="auto", channels_last=True), cuda)
     assert accel.amp == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
@@ -195,13 +191,9 @@ def test_cuda_fast_path_trains_with_data_resident_on_the_device():
 def test_cuda_fp32_follows_the_cpu_run():
     """Same seed, same data: CUDA fp32 tracks the CPU run (cuDNN may use TF32 for convs)."""
     runs = []
-    for device in (CPU, torch.device("cuda")):
-        from pipeline.engine import DeviceData
-
-        from .helpers import synthetic_prepared
-
-        engine.configure_runtime(RuntimeConfig(device=device.type, deterministic=True))
-        data = DeviceData(synthetic_prepared(), device)
+    for device in ("cpu", "cuda"):
+        engine.configure_runtime(RuntimeConfig(device=device, deterministic=True))
+        data = device_data(device)
         runs.append(engine.fit(CE(_model()), data, train_cfg(epochs=2), seed=0, progress=False))
     for cpu_row, cuda_row in zip(*runs, strict=True):
         assert cuda_row["train_loss"] == pytest.approx(cpu_row["train_loss"], rel=2e-2)
