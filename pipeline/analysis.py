@@ -3,21 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
-from torch import Tensor, nn
-
-
-@torch.no_grad()
-def teacher_similarity(teacher: nn.Module, x: Tensor, y: Tensor, num_classes: int,
-                       batch_size: int = 512) -> np.ndarray:
-    """Mean teacher softmax per true class (rows: true class)."""
-    sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    for i in range(0, len(y), batch_size):
-        probs = torch.softmax(teacher(x[i:i + batch_size]).double(), dim=1).cpu()
-        sums.index_add_(0, y[i:i + batch_size].cpu(), probs)
-    counts = torch.bincount(y.cpu(), minlength=num_classes).clamp_min(1).double()
-    return (sums / counts[:, None]).numpy()
 
 
 def off_diagonal(matrix: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .methods import REGISTRY, Teacher
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -35,14 +36,6 @@ UnitFloat = Annotated[float, Field(ge=0, le=1)]
 Probability = Annotated[float, Field(gt=0, lt=1)]
 
 DatasetName = Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder"]
-KDVariant = Literal["full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only"]
-ILVariant = Literal["full", "uniform_non_gt", "shuffled_non_gt"]
-BaselineMethod = Literal[
-    "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml"
-]
-TunedMethod = Literal[
-    "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml", "introspective"
-]
 NonEmptyFloats = Annotated[list[float], Field(min_length=1)]
 
 
@@ -53,6 +46,33 @@ def _unique(what: str):
             raise ValueError(f"{what} must be unique")
         return value
     return check
+
+
+def _methods(teacher: Teacher, hint: str):
+    """Validator of a list of method names against the registry (``pipeline/methods``)."""
+    def check(names: list[str]) -> list[str]:
+        for name in names:
+            if name not in REGISTRY:
+                raise ValueError(f"unknown method '{name}' (known: {', '.join(REGISTRY)})")
+            if REGISTRY[name].teacher is not teacher:
+                raise ValueError(f"'{name}' {hint}")
+        return _unique("methods")(names)
+    return check
+
+
+def _variants(method: str):
+    def check(names: list[str]) -> list[str]:
+        known = REGISTRY[method].variants
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown {method} variant '{name}' (known: {', '.join(known)})")
+        return _unique("variants")(names)
+    return check
+
+
+TeacherFreeMethods = Annotated[list[str], Field(min_length=1), AfterValidator(_methods(
+    Teacher.NONE, "distils the teacher: KD is trained once per seed as kd_ablation@full-<seed> "
+    "(read by T1 and T3) and tuned through tune.teacher_methods"))]
 
 
 class Section(BaseModel):
@@ -150,13 +170,17 @@ class StudentConfig(Section):
     train: TrainConfig
 
 
+class CEConfig(Section):
+    """Plain cross-entropy has no knobs; the section exists so every method has one."""
+
+
 class KDConfig(Section):
     alpha: UnitFloat = 0.9
     T: PositiveFloat = 4.0
 
 
 class KDAblationConfig(Section):
-    variants: Annotated[list[KDVariant], Field(min_length=1)] = [
+    variants: Annotated[list[str], Field(min_length=1), AfterValidator(_variants("kd"))] = [
         "full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only"
     ]
 
@@ -181,9 +205,8 @@ class DMLConfig(Section):
 
 
 class BaselinesConfig(Section):
-    methods: Annotated[list[BaselineMethod], Field(min_length=1)] = [
-        "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml"
-    ]
+    methods: TeacherFreeMethods = ["ce", "label_smoothing", "confidence_penalty",
+                                   "tf_kd_virtual", "dml"]
 
 
 class IntrospectiveConfig(Section):
@@ -196,7 +219,13 @@ class IntrospectiveConfig(Section):
     T: PositiveFloat = 1.0
     warmup_epochs: NonNegInt = 0
     top_k: PositiveInt | None = None
-    variants: Annotated[list[ILVariant], Field(min_length=1)] = [
+
+
+class IntrospectiveAblationConfig(Section):
+    """T4's variants, apart from IL's knobs: adding one retrains only the new instances."""
+
+    variants: Annotated[list[str], Field(min_length=1),
+                        AfterValidator(_variants("introspective"))] = [
         "full", "uniform_non_gt", "shuffled_non_gt"
     ]
 
@@ -209,13 +238,21 @@ class TuneConfig(Section):
     trials: Annotated[list[NonNegInt], Field(min_length=1),
                       AfterValidator(_unique("trials"))] = [0, 1, 2, 3]
     sample_seed: int = 0
-    methods: Annotated[list[TunedMethod], Field(min_length=1)] = [
-        "ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual", "kd", "dml",
-        "introspective",
-    ]
+    methods: TeacherFreeMethods = ["ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual",
+                                   "dml", "introspective"]
+    # methods that distil the teacher: their tuning stages (tune_with_teacher@M,
+    # tuned_with_teacher@M-S) are the only ones that depend on models/teacher
+    teacher_methods: Annotated[list[str], AfterValidator(_methods(
+        Teacher.REQUIRED, "needs no teacher: list it under tune.methods"))] = ["kd"]
     shared: dict[Literal["lr", "weight_decay", "momentum"], NonEmptyFloats] = {
         "lr": [0.02, 0.05, 0.1], "weight_decay": [1e-4, 5e-4, 1e-3]}
-    own: dict[TunedMethod, dict[str, NonEmptyFloats]] = {}
+    # one entry per tuned method ({} = shared knobs only): DVC tracks tune.own.<method>
+    # per method, so editing one method's grid reruns only that method's tuning
+    own: dict[str, dict[str, NonEmptyFloats]] = {}
+
+    @property
+    def all_methods(self) -> list[str]:
+        return [*self.methods, *self.teacher_methods]
 
 
 class Params(Section):
@@ -227,6 +264,7 @@ class Params(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     teacher: TeacherConfig
     student: StudentConfig
+    ce: CEConfig = CEConfig()
     kd: KDConfig = KDConfig()
     kd_ablation: KDAblationConfig = KDAblationConfig()
     label_smoothing: LabelSmoothingConfig = LabelSmoothingConfig()
@@ -235,16 +273,24 @@ class Params(Section):
     dml: DMLConfig = DMLConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     introspective: IntrospectiveConfig = IntrospectiveConfig()
+    introspective_ablation: IntrospectiveAblationConfig = IntrospectiveAblationConfig()
     tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _tunable_keys_exist(self) -> Params:
         for method, knobs in self.tune.own.items():
-            section = type(self).model_fields.get(method)
-            fields = section.annotation.model_fields if section else {}
+            if method not in REGISTRY:
+                raise ValueError(f"tune.own.{method}: unknown method "
+                                 f"(known: {', '.join(REGISTRY)})")
+            fields = type(self).model_fields[method].annotation.model_fields
             for key in knobs:
                 if key not in fields:
                     raise ValueError(f"tune.own.{method}.{key}: {method} has no key '{key}'")
+        if self.tune.enabled:
+            for method in self.tune.all_methods:
+                if method not in self.tune.own:
+                    raise ValueError(f"tune.own.{method}: missing; every tuned method needs an "
+                                     "entry (use {} for the shared knobs only)")
         if self.tune.enabled and self.data.val_per_class == 0:
             raise ValueError("tune.enabled needs a validation split: set data.val_per_class > 0 "
                              "(or tune.enabled: false)")

@@ -23,7 +23,8 @@ import torch
 from .cli import main as cli_main
 from .config import Params, load_params
 from .engine import Accel, accel_for, configure_runtime, prepare_models
-from .methods import Method, build_method
+from .methods import build_method
+from .methods.base import Method
 from .models import build_model
 
 PLAIN = Accel()  # fp32, contiguous, eager
@@ -101,12 +102,12 @@ def plan(params: Params) -> list[tuple[str, str, int, int]]:
     rows += [("baselines", m, seeds, params.student.train.epochs) for m in params.baselines.methods]
     rows.append(("kd_ablation", "kd", seeds * len(params.kd_ablation.variants),
                  params.student.train.epochs))
-    rows.append(("introspective", "introspective", seeds * len(params.introspective.variants),
-                 params.student.train.epochs))
+    rows.append(("introspective", "introspective",
+                 seeds * len(params.introspective_ablation.variants), params.student.train.epochs))
     if t.enabled:
         rows += [("tune", m, len(t.trials) * len(t.seeds), params.student.train.epochs)
-                 for m in t.methods]
-        rows += [("tuned", m, seeds, params.student.train.epochs) for m in t.methods]
+                 for m in t.all_methods]
+        rows += [("tuned", m, seeds, params.student.train.epochs) for m in t.all_methods]
     return rows
 
 

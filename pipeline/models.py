@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+
+TEACHER_FILE = Path("models/teacher/model.pt")  # the teacher stage's trained model
 
 
 class Classifier(nn.Module):
@@ -191,14 +198,27 @@ def build_model(name: str, num_classes: int, in_channels: int, width: float = 1.
     return ARCHS[name](num_classes, in_channels, width)
 
 
+def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
+                 expected: ModelConfig) -> torch.nn.Module:
+    """Load the frozen teacher, checking it was trained on this data with this arch."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` first")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        meta = saved["meta"]
+    except Exception as exc:
+        raise CheckpointError(f"{path}: teacher model is unreadable ({type(exc).__name__})") from None
+    if (meta["arch"], meta["width"]) != (expected.arch, expected.width):
+        raise CheckpointError(
+            f"{path}: teacher is {meta['arch']} (width {meta['width']}) but params.yaml "
+            f"teacher.model is {expected.arch} (width {expected.width}); rerun `dvc repro teacher`"
+        )
+    if meta["data_sha256"] != data_sha:
+        raise CheckpointError(f"{path}: teacher was trained on other data; rerun `dvc repro teacher`")
+    model = build_model(meta["arch"], num_classes, in_channels, meta["width"])
+    model.load_state_dict(saved["state_dict"]["student"])
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def feature_shape(model: Classifier, in_channels: int, size: int) -> tuple[int, ...]:
-    was_training = model.training
-    model.eval()
-    shape = tuple(model.features(torch.zeros(1, in_channels, size, size)).shape[1:])
-    model.train(was_training)
-    return shape

@@ -15,20 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import distributed, engine
 from .config import ModelConfig, Params, TrainConfig, fingerprint, flatten
 from .data import PREPARED_DIR, load_prepared
-from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .errors import ConfigError, TrainingDiverged
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_json
-from .methods import REGISTRY, build_method
+from .methods import REGISTRY, Teacher, build_method
 from .metrics import reliability_bins
-from .models import build_model
+from .models import TEACHER_FILE, build_model, load_teacher
 from .report import save_figure, training_curves
 from .tracking import RUN_FILE, NullTracker, Tracker
 
-TEACHER_FILE = Path("models/teacher/model.pt")
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
 
 
@@ -69,28 +66,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
-                 expected: ModelConfig) -> torch.nn.Module:
-    """Load the frozen teacher, checking it was trained on this data with this arch."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` first")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        meta = saved["meta"]
-    except Exception as exc:
-        raise CheckpointError(f"{path}: teacher model is unreadable ({type(exc).__name__})") from None
-    if (meta["arch"], meta["width"]) != (expected.arch, expected.width):
-        raise CheckpointError(
-            f"{path}: teacher is {meta['arch']} (width {meta['width']}) but params.yaml "
-            f"teacher.model is {expected.arch} (width {expected.width}); rerun `dvc repro teacher`"
-        )
-    if meta["data_sha256"] != data_sha:
-        raise CheckpointError(f"{path}: teacher was trained on other data; rerun `dvc repro teacher`")
-    model = build_model(meta["arch"], num_classes, in_channels, meta["width"])
-    model.load_state_dict(saved["state_dict"]["student"])
-    return model
-
-
 def _final_metrics(history: list[dict[str, float]], spec: RunSpec) -> dict[str, Any]:
     last = history[-1]
     metrics: dict[str, Any] = {k: v for k, v in last.items()
@@ -111,8 +86,7 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
     data_sha = prepared.meta["sha256"]
     teacher = None
     teacher_sha = None
-    wants = REGISTRY[spec.method].teacher
-    if wants == "required" or (wants == "optional" and TEACHER_FILE.is_file()):
+    if REGISTRY[spec.method].teacher is Teacher.REQUIRED:
         teacher = load_teacher(TEACHER_FILE, data_sha, prepared.num_classes,
                                prepared.in_channels, params.teacher.model)
         teacher_sha = _sha256(TEACHER_FILE)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from .config import Params, parse_params
 from .errors import ConfigError
 
 TUNED_FILE = Path("params_tuned.yaml")
+TUNE_DIR = Path("results/tune")  # tune@<method> writes <method>/trial-<k>.json here
 
 
 def search_space(params: Params, method: str) -> list[dict[str, dict[str, Any]]]:
@@ -60,28 +60,6 @@ def apply(params: Params, overrides: dict[str, dict[str, Any]]) -> Params:
     return parse_params(raw, "params (tuned)")
 
 
-def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best trial per method: highest mean val accuracy, then lowest mean val NLL."""
-    best: dict[str, dict[str, Any]] = {}
-    for trial in trials:
-        key = (trial["val_acc"], -trial["val_nll"])
-        current = best.get(trial["method"])
-        if current is None or key > (current["val_acc"], -current["val_nll"]):
-            best[trial["method"]] = trial
-    return best
-
-
-def write_tuned(best: dict[str, Any], path: Path = TUNED_FILE) -> None:
-    from .io import atomic_write_text
-
-    body = {m: {"overrides": t["overrides"], "trial": t["trial"],
-                "val_acc": round(t["val_acc"], 4), "val_nll": round(t["val_nll"], 5)}
-            for m, t in sorted(best.items())}
-    header = ("# Written by `dvc repro tune_select`: the configuration each method trains with\n"
-              "# in the `tuned` stage, chosen by mean validation accuracy. Do not edit.\n")
-    atomic_write_text(path, header + yaml.safe_dump(body, sort_keys=True))
-
-
 def tuned_params(params: Params, method: str, path: Path = TUNED_FILE) -> Params:
     """The method's tuned params; the defaults when tuning is off or found nothing for it."""
     if not params.tune.enabled:
@@ -89,8 +67,4 @@ def tuned_params(params: Params, method: str, path: Path = TUNED_FILE) -> Params
     if not path.is_file():
         raise ConfigError(f"{path}: tuned params not found; run `dvc repro tune_select` first")
     chosen = (yaml.safe_load(path.read_text()) or {}).get(method)
-    return apply(params, chosen["overrides"]) if chosen else params
-
-
-def read_trials(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/trial-*.json"))]
+    return apply(params, chosen) if chosen else params

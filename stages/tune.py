@@ -1,7 +1,6 @@
-"""DVC stages ``tune`` (every trial of one method) and ``tune_select`` (best per method).
+"""DVC stage ``tune@<method>``: every trial of one method's equal-budget search.
 
-    python -m stages.tune trials --method kd
-    python -m stages.tune select
+    python -m stages.tune --method kd
 
 One stage instance per method, not per trial: a stage process costs seconds of
 start-up and DVC lock-file bookkeeping, which on the quick profile outweighs a
@@ -12,24 +11,20 @@ instance resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import math
-from pathlib import Path
 
 from pipeline.cli import main
 from pipeline.config import load_params
 from pipeline.errors import ConfigError
 from pipeline.io import atomic_write_json
 from pipeline.runner import RunSpec, run
-from pipeline.tune import TUNED_FILE, apply, read_trials, select, trial_config, write_tuned
-
-TUNE_DIR = Path("results/tune")
+from pipeline.tune import TUNE_DIR, apply, trial_config
 
 
 def trials(method: str) -> None:
     params = load_params()
-    if method not in params.tune.methods:
-        raise ConfigError(f"tune: method '{method}' is not in tune.methods "
-                          f"({', '.join(params.tune.methods)})")
+    if method not in params.tune.all_methods:
+        raise ConfigError(f"tune: method '{method}' is not in tune.methods or "
+                          f"tune.teacher_methods ({', '.join(params.tune.all_methods)})")
     # every configuration up front: a too-small search space fails before any training
     configs = ({i: trial_config(params, method, i) for i in params.tune.trials}
                if params.tune.enabled else {})
@@ -48,29 +43,11 @@ def trials(method: str) -> None:
         atomic_write_json(TUNE_DIR / method / f"trial-{index}.json", record)
 
 
-def choose() -> None:
-    params = load_params()
-    trials = [t for t in read_trials(TUNE_DIR)
-              if not t["skipped"] and t["method"] in params.tune.methods
-              and math.isfinite(t["val_acc"])]
-    best = select(trials)
-    write_tuned(best, TUNED_FILE)
-    for method, chosen in sorted(best.items()):
-        print(f"[ilkd] tuned {method}: {chosen['overrides']} (val_acc {chosen['val_acc']:.2f})")
-
-
 def entry(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    one = sub.add_parser("trials", help="every trial of one method")
-    one.add_argument("--method", required=True)
-    sub.add_parser("select", help="best trial per method -> params_tuned.yaml")
-    args = parser.parse_args(argv)
-    if args.command == "trials":
-        trials(args.method)
-    else:
-        choose()
+    parser.add_argument("--method", required=True)
+    trials(parser.parse_args(argv).method)
 
 
 if __name__ == "__main__":

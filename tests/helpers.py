@@ -30,3 +30,57 @@ def train_cfg(**overrides) -> TrainConfig:
     base = dict(epochs=3, batch_size=32, lr=0.05, weight_decay=5e-4,
                 schedule={"name": "cosine"}, augment={"crop_padding": 1, "flip": True})
     return TrainConfig.model_validate({**base, **overrides})
+
+
+# ---------------------------------------------------------------- DVC projects in tmp_path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without MLflow/DVC variables, venv on PATH."""
+    import os
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env.update(extra)
+    return env
+
+
+def sh(cwd, *cmd: str, check: bool = True, **env: str):
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=cwd, env=clean_env(**env), capture_output=True, text=True,
+                          timeout=900)
+    if check:
+        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def dvc(root, *args: str, check: bool = True):
+    import sys
+
+    return sh(root, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def make_dvc_project(root, raw: dict, migrated_db):
+    """The repo's code and dvc.yaml in a fresh git + DVC repo under ``root``, with ``raw``
+    as params.yaml and a copy of a pre-migrated MLflow store."""
+    import shutil
+    import sys
+
+    import yaml
+
+    from .conftest import REPO
+
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copy(migrated_db, root / "mlflow.db")
+    sh(root, "git", "init", "-q")
+    sh(root, sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
+    sh(root, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    return root

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from pipeline.aggregate import (
+from pipeline.config import parse_params
+from pipeline.results.aggregate import (
     CE_ROW,
     TUNED_CE_ROW,
     Row,
@@ -19,7 +20,6 @@ from pipeline.aggregate import (
     to_markdown,
     write_all,
 )
-from pipeline.config import parse_params
 
 
 def _write(root, stage, name, seed, **metrics):
@@ -83,20 +83,24 @@ def test_verdict_better_when_ci_above_zero(tmp_path):
 
 
 def test_tables_follow_params(base_raw):
-    raw = dict(base_raw, baselines={"methods": ["ce", "kd"]},
-               kd_ablation={"variants": ["full"]})
+    raw = dict(base_raw, baselines={"methods": ["ce"]}, kd_ablation={"variants": ["full"]})
     raw["tune"] = dict(base_raw["tune"], enabled=False)
     t1, t2, t3, t4 = tables(parse_params(raw))
     assert [r.label for r in t1.rows] == ["CE", "KD (full)"]
     assert [r.label for r in t2.rows] == ["CE", "IL"]
     assert [r.label for r in t3.rows] == ["CE", "KD from a teacher", "IL"]
+    # one run per result: T3's KD row is T1's KD (full) run, not a second training
+    assert (t3.rows[1].stage, t3.rows[1].name) == ("kd_ablation", "full")
+    # without the full KD variant there is no KD run for T3 to read
+    raw["kd_ablation"] = {"variants": ["shuffled_non_gt"]}
+    assert [r.label for r in tables(parse_params(raw))[2].rows] == ["CE", "IL"]
     assert [r.name for r in t4.rows] == ["ce", "full", "uniform_non_gt", "shuffled_non_gt"]
     assert t2.reference == CE_ROW
 
 
 def test_tuned_rows_and_reference(base_raw, tmp_path):
-    raw = dict(base_raw, baselines={"methods": ["ce", "kd"]})
-    raw["tune"] = dict(base_raw["tune"], methods=["ce", "kd", "introspective"])
+    raw = dict(base_raw, baselines={"methods": ["ce"]})
+    raw["tune"] = dict(base_raw["tune"], methods=["ce", "introspective"], teacher_methods=["kd"])
     t1, t2, t3, t4 = tables(parse_params(raw))
     assert [r.label for r in t3.rows] == ["CE", "CE (tuned)", "KD from a teacher",
                                           "KD from a teacher (tuned)", "IL", "IL (tuned)"]
@@ -105,7 +109,7 @@ def test_tuned_rows_and_reference(base_raw, tmp_path):
     for seed, (ce, tuned_ce, kd) in enumerate([(90, 92, 93), (91, 93, 95), (92, 94, 95)]):
         _write(tmp_path, "baselines", "ce", seed, test_acc=ce, test_nll=1, test_ece=0)
         _write(tmp_path, "tuned", "ce", seed, test_acc=tuned_ce, test_nll=1, test_ece=0)
-        _write(tmp_path, "baselines", "kd", seed, test_acc=kd, test_nll=1, test_ece=0)
+        _write(tmp_path, "kd_ablation", "full", seed, test_acc=kd, test_nll=1, test_ece=0)
     df = summarize(t3, tmp_path, [0, 1, 2]).set_index("method")
     assert df.loc["CE (tuned)", "verdict"] == "reference"
     assert df.loc["CE", "d_acc_vs_ce"] == pytest.approx(-2.0)  # paired to the tuned CE
@@ -130,20 +134,20 @@ def test_pooled_reliability(tmp_path):
 def test_figures_have_expected_axes(tmp_path, base_raw):
     import matplotlib.pyplot as plt
 
-    from pipeline import report
+    from pipeline.results import figures
 
     for seed in (0, 1):
         _write(tmp_path, "baselines", "ce", seed, test_acc=90.0 + seed, test_nll=1, test_ece=0)
         _write(tmp_path, "baselines", "kd", seed, test_acc=92.0, test_nll=1, test_ece=0)
     df = summarize(Table("T", "t", (CE_ROW, Row("KD", "baselines", "kd"))), tmp_path, [0, 1])
-    fig = report.accuracy_bars(df, "my table")
+    fig = figures.accuracy_bars(df, "my table")
     ax = fig.axes[0]
     assert ax.get_ylabel() == "test top-1 accuracy (%)" and ax.get_title() == "my table"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["CE", "KD"]
     heights = [p.get_height() for p in ax.patches]
     assert heights == pytest.approx([90.5, 92.0])
     plt.close(fig)
-    raw = dict(base_raw, baselines={"methods": ["ce", "kd"]}, seeds=[0, 1])
+    raw = dict(base_raw, baselines={"methods": ["ce"]}, seeds=[0, 1])
     written = write_all(parse_params(raw), tmp_path, tmp_path / "tables", tmp_path / "figures")
     names = {p.name for p in written}
     assert {"T1_kd_components.md", "T2_regularizers.csv", "T3_peers_teachers_accuracy.png",

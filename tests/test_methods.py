@@ -15,7 +15,7 @@ from pipeline.methods.dml import DML
 from pipeline.methods.kd import KD
 from pipeline.methods.label_smoothing import LabelSmoothing
 from pipeline.methods.targets import kl_to_logits, nckd, non_gt_transform, tckd
-from pipeline.methods.tf_kd import TFKDVirtual, virtual_teacher
+from pipeline.methods.tf_kd_virtual import TFKDVirtual, virtual_teacher
 
 
 def _softmax(row, T=1.0):

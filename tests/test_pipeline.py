@@ -1,12 +1,14 @@
-"""Integration: the repo's dvc.yaml in a temporary git repo, `dvc repro` on tiny params."""
+"""Integration: the repo's dvc.yaml in a temporary git repo, `dvc repro` on tiny params.
+
+One module-scoped run; each test below checks one concern of it. The edit tests change a
+param or a code file, read `dvc status`, and put the file back as it was.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,119 +16,124 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from .conftest import REPO, tiny_raw
+from .helpers import dvc, make_dvc_project
 
 pytestmark = pytest.mark.slow
 
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    return env
+STUDENT_STAGES = {
+    "baselines@ce-0", "baselines@label_smoothing-0", "kd_ablation@full-0",
+    "kd_ablation@shuffled_non_gt-0", "introspective@full-0", "tune@ce", "tune@introspective",
+    "tune_with_teacher@kd", "tuned@ce-0", "tuned@introspective-0", "tuned_with_teacher@kd-0"}
 
 
-def sh(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def make_project(root: Path, raw: dict, migrated_db: Path) -> Path:
-    for name in ("pipeline", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    shutil.copy(migrated_db, root / "mlflow.db")
-    sh(root, "git", "init", "-q")
-    sh(root, sys.executable, "-m", "dvc", "init", "-q")
-    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
-    sh(root, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
-    return root
-
-
-@pytest.fixture
-def tiny_dag(base_raw) -> dict:
+def tiny_dag_raw(base_raw: dict) -> dict:
     raw = tiny_raw(base_raw)
-    raw["baselines"]["methods"] = ["ce", "kd"]
-    raw["kd_ablation"]["variants"] = ["shuffled_non_gt"]
-    raw["introspective"]["variants"] = ["full"]
-    raw["tune"].update(methods=["ce", "kd"], trials=[0, 1], seeds=[100])
+    raw["baselines"]["methods"] = ["ce", "label_smoothing"]
+    raw["kd_ablation"]["variants"] = ["full", "shuffled_non_gt"]
+    raw["introspective_ablation"]["variants"] = ["full"]
+    raw["tune"].update(methods=["ce", "introspective"], teacher_methods=["kd"], trials=[0, 1],
+                       seeds=[100])
     return raw
 
 
-def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return sh(root, sys.executable, "-m", "dvc", *args)
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, base_raw, migrated_db) -> Iterator[tuple[Path, str]]:
+    root = make_dvc_project(tmp_path_factory.mktemp("dag") / "proj", tiny_dag_raw(base_raw),
+                            migrated_db)
+    out = dvc(root, "repro").stdout
+    yield root, out
 
 
-def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
-    root = make_project(tmp_path / "proj", tiny_dag, migrated_db)
-    out = dvc(root, "repro")
-    assert "Running stage 'teacher'" in out.stdout
-    assert "Running stage 'kd_ablation@shuffled_non_gt-0'" in out.stdout
+def _runs(root: Path) -> list:
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_every_stage_ran_once_and_wrote_its_outputs(project):
+    root, out = project
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == STUDENT_STAGES | {"prepare", "teacher", "tune_select", "aggregate"}
     assert (root / "data/prepared/data.npz").is_file()
     assert (root / "models/teacher/model.pt").is_file()
-    for folder in ("teacher", "baselines/ce-0", "baselines/kd-0", "kd_ablation/shuffled_non_gt-0",
-                   "introspective/full-0"):
+    for folder in ("teacher", "baselines/ce-0", "kd_ablation/full-0", "introspective/full-0",
+                   "tuned/kd-0"):
         metrics = json.loads((root / "results" / folder / "metrics.json").read_text())
         assert {"test_acc", "test_nll", "test_ece", "test_top5"} <= set(metrics)
         assert (root / "results" / folder / "history.csv").read_text().startswith("epoch,")
+    # one run per result: KD from a teacher is kd_ablation@full, never a second training
+    assert not (root / "results/baselines/kd-0").exists()
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    shown = json.loads(dvc(root, "metrics", "show", "--json").stdout)
+    assert len(json.dumps(shown).split("metrics.json")) - 1 == 1 + 5 + 3
 
-    # every stage logged one finished run into the repo's own (absolute) SQLite store
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
-            if r.data.tags.get("stage") not in ("aggregate", "tune", "tuned")]
+
+def test_dag_edges_follow_the_teacher(project):
+    """Teacher-free methods and IL never wait for (or rerun after) the teacher."""
+    root, _ = project
+    edges = dvc(root, "dag", "--dot").stdout
+    assert '"teacher" -> "kd_ablation@full-0"' in edges
+    assert '"teacher" -> "tune_with_teacher@kd"' in edges
+    for free in ("baselines@ce-0", "introspective@full-0", "tune@ce", "tuned@ce-0"):
+        assert f'"teacher" -> "{free}"' not in edges
+
+
+def test_mlflow_has_one_finished_run_per_training(project):
+    root, _ = project
+    runs = [r for r in _runs(root) if r.data.tags.get("stage") not in ("aggregate", "tune")]
     assert sorted(r.info.run_name for r in runs) == [
-        "baselines@ce-0", "baselines@kd-0", "introspective@full-0",
-        "kd_ablation@shuffled_non_gt-0", "teacher"]
+        "baselines@ce-0", "baselines@label_smoothing-0", "introspective@full-0",
+        "kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0", "teacher", "tuned@ce-0",
+        "tuned@introspective-0", "tuned@kd-0"]
     assert all(r.info.status == "FINISHED" for r in runs)
     teacher_run = json.loads((root / "results/teacher/mlflow_run.json").read_text())["run_id"]
     assert {r.info.run_id for r in runs if r.info.run_name == "teacher"} == {teacher_run}
-
-    # up to date: nothing to do, and `dvc metrics show` sees every metrics file
-    assert json.loads(dvc(root, "status", "--json").stdout) == {}
-    shown = json.loads(dvc(root, "metrics", "show", "--json").stdout)
-    assert len(json.dumps(shown).split("metrics.json")) - 1 == 7
-
-    # IL's own figures: target statistics per epoch, similarity matrix and explanations
-    il = json.loads((root / "results/introspective/full-0/metrics.json").read_text())
-    assert 0 < il["target_gt_prob"] <= 1 and -1 <= il["similarity_rank_corr_teacher"] <= 1
-    il_run = [r for r in runs if r.info.run_name == "introspective@full-0"][0]
-    names = {a.path for a in client.list_artifacts(il_run.info.run_id)}
+    il = [r for r in runs if r.info.run_name == "introspective@full-0"][0]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    names = {a.path for a in client.list_artifacts(il.info.run_id)}
     assert {"similarity.csv", "similarity.png", "explanations.png"} <= names
-    assert len(client.get_metric_history(il_run.info.run_id, "target_entropy")) == 2
+    assert len(client.get_metric_history(il.info.run_id, "target_entropy")) == 2
 
-    # tuning: two configurations per method on the validation split, the best one written to
-    # params_tuned.yaml, and the tuned runs train with exactly that configuration
+
+def test_tuned_runs_train_with_the_selected_configuration(project):
+    root, _ = project
     tuned = yaml.safe_load((root / "params_tuned.yaml").read_text())
-    assert set(tuned) == {"ce", "kd"}
-    trials = [json.loads((root / f"results/tune/{m}/trial-{t}.json").read_text())
-              for m in ("ce", "kd") for t in (0, 1)]
-    best_kd = max((t for t in trials if t["method"] == "kd"),
-                  key=lambda t: (t["val_acc"], -t["val_nll"]))
-    assert tuned["kd"]["overrides"] == best_kd["overrides"]
-    kd_run = json.loads((root / "results/tuned/kd-0/mlflow_run.json").read_text())["run_id"]
-    logged = client.get_run(kd_run).data.params
-    assert float(logged["train.lr"]) == best_kd["overrides"]["train"]["lr"]
-    assert float(logged["kd.alpha"]) == best_kd["overrides"]["kd"]["alpha"]
+    assert set(tuned) == {"ce", "introspective", "kd", "selection"}
+    trials = [json.loads((root / f"results/tune/kd/trial-{t}.json").read_text()) for t in (0, 1)]
+    best = max(trials, key=lambda t: (t["val_acc"], -t["val_nll"]))
+    assert tuned["kd"] == best["overrides"] and tuned["selection"]["kd"]["trial"] == best["trial"]
+    run_id = json.loads((root / "results/tuned/kd-0/mlflow_run.json").read_text())["run_id"]
+    logged = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run_id).data.params
+    assert float(logged["train.lr"]) == best["overrides"]["train"]["lr"]
+    assert float(logged["kd.alpha"]) == best["overrides"]["kd"]["alpha"]
 
-    # aggregate: tables and figures exist; DVC metrics and MLflow tell the same story
+
+def test_aggregate_tables_figures_and_similarity(project):
+    root, _ = project
     t1 = (root / "results/tables/T1_kd_components.md").read_text()
     assert "| CE | 1 |" in t1 and "KD shuffled non-GT" in t1
     t3 = (root / "results/tables/T3_peers_teachers.md").read_text()
     assert "| KD from a teacher (tuned) | 1 |" in t3 and "Δ top-1 vs CE (tuned)" in t3
+    # T3's KD row is T1's KD (full) run
+    t1_kd = [line for line in t1.splitlines() if line.startswith("| KD (full)")][0]
+    t3_kd = [line for line in t3.splitlines() if line.startswith("| KD from a teacher |")][0]
+    assert t1_kd.split("|")[3] == t3_kd.split("|")[3]
+    everything = (root / "results/tables/all_tables.md").read_text()
+    assert everything.startswith(("Teacher: test top-1", "**Warning: the teacher"))
+    rho = (root / "results/tables/similarity_vs_teacher.csv").read_text().splitlines()
+    assert rho[0] == "variant,seed,rank_corr_teacher" and rho[1].startswith("full,0,")
+    assert -1 <= float(rho[1].split(",")[2]) <= 1
     assert (root / "results/figures/T2_regularizers_accuracy.png").stat().st_size > 5000
-    summary = [r for r in client.search_runs([e.experiment_id for e in
-                                              client.search_experiments()])
-               if r.data.tags.get("stage") == "aggregate"]
+    summary = [r for r in _runs(root) if r.data.tags.get("stage") == "aggregate"]
     assert len(summary) == 1
-    assert "tables/T1_kd_components.md" in {
-        a.path for a in client.list_artifacts(summary[0].info.run_id, "tables")}
 
-    # the notebook runs top to bottom on these outputs and rebuilds the same T1 from MLflow
+
+def test_notebook_rebuilds_t1_from_mlflow(project):
     import nbclient
     import nbformat
 
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    root, _ = project
+    t1 = (root / "results/tables/T1_kd_components.md").read_text()
+    shutil.copytree(REPO / "notebooks", root / "notebooks", dirs_exist_ok=True)
     notebook = nbformat.read(root / "notebooks/results.ipynb", as_version=4)
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(root / "notebooks")}}).execute()
@@ -134,22 +141,85 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_dag, migrated_db):
                       for o in cell.get("outputs", []))
     assert t1.strip() in printed
 
-    # editing a teacher key invalidates exactly the teacher stage
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["teacher"]["train"]["lr"] = 0.02
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"teacher"}
-    # ... and a KD key exactly the stages that read it
-    raw["teacher"]["train"]["lr"] = tiny_dag["teacher"]["train"]["lr"]
-    raw["kd"]["T"] = 2.0
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {
-        "baselines@ce-0", "baselines@kd-0", "kd_ablation@shuffled_non_gt-0",
-        "tune@ce", "tune@kd", "tuned@ce-0", "tuned@kd-0"}
-    # ... and a tuning-grid key the tuning stages only: the tuned runs wait for
-    # params_tuned.yaml, which changes only if tune_select picks something else
-    raw["kd"]["T"] = tiny_dag["kd"]["T"]
-    raw["tune"]["shared"]["lr"] = [0.01, 0.05, 0.2]
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {
-        "tune@ce", "tune@kd", "tune_select"}
+
+# ---------------------------------------------------------------- what an edit reruns
+
+def _set(raw: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    for key in path:
+        raw = raw[key]
+    raw[last] = value
+
+
+PARAM_EDITS = [
+    # (key, new value, stage instances `dvc status` must report)
+    ("introspective.tau", 0.05, {"introspective@full-0", "tune@introspective",
+                                 "tuned@introspective-0"}),
+    ("kd.T", 2.0, {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
+                   "tune_with_teacher@kd", "tuned_with_teacher@kd-0"}),
+    ("label_smoothing.epsilon", 0.2, {"baselines@label_smoothing-0"}),
+    ("tune.own.introspective", {"gt_prob": [0.7, 0.9]}, {"tune@introspective"}),
+    ("tune.shared.lr", [0.01, 0.05, 0.2], {"tune@ce", "tune@introspective",
+                                           "tune_with_teacher@kd"}),
+    ("student.train.weight_decay", 0.001, STUDENT_STAGES),
+    ("teacher.train.lr", 0.02, {"teacher"}),
+    ("introspective_ablation.variants", ["full", "uniform_non_gt"], {"introspective@uniform_non_gt-0",
+                                                            "aggregate"}),
+]
+
+
+def _status_after(root: Path, path: str, change: Callable[[str], str]) -> set[str]:
+    file = root / path
+    before = file.read_text()
+    file.write_text(change(before))
+    try:
+        return set(json.loads(dvc(root, "status", "--json").stdout))
+    finally:
+        file.write_text(before)
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), PARAM_EDITS,
+                         ids=[e[0] for e in PARAM_EDITS])
+def test_a_params_edit_reruns_exactly_what_reads_it(project, key, value, expected):
+    root, _ = project
+
+    def edit(text: str) -> str:
+        raw = yaml.safe_load(text)
+        _set(raw, key, value)
+        return yaml.safe_dump(raw, sort_keys=False)
+
+    assert _status_after(root, "params.yaml", edit) == expected
+
+
+CODE_EDITS = [
+    ("pipeline/results/figures.py", {"aggregate"}),
+    ("pipeline/results/aggregate.py", {"aggregate"}),
+    ("pipeline/results/selection.py", {"tune_select"}),
+    ("pipeline/methods/label_smoothing.py", {"baselines@label_smoothing-0"}),
+    ("pipeline/methods/kd.py", {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
+                                "tune_with_teacher@kd", "tuned_with_teacher@kd-0"}),
+    ("pipeline/engine.py", STUDENT_STAGES | {"teacher"}),
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), CODE_EDITS, ids=[e[0] for e in CODE_EDITS])
+def test_a_code_edit_reruns_exactly_what_runs_it(project, path, expected):
+    root, _ = project
+    assert _status_after(root, path, lambda text: text + "\n# edited\n") == expected
+
+
+def test_an_unchanged_tuning_choice_retrains_nothing(project):
+    """tune_select reruns after its code changes, rewrites the same choices, and no tuned
+    instance reruns: each lists only its own method's key of params_tuned.yaml."""
+    root, _ = project
+    file = root / "pipeline/results/selection.py"
+    before = file.read_text()
+    file.write_text(before + "\n# edited\n")
+    try:
+        out = dvc(root, "repro").stdout
+    finally:
+        file.write_text(before)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"tune_select"}
+    dvc(root, "commit", "-f", "tune_select")
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}

@@ -9,7 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from .conftest import tiny_raw
-from .test_pipeline import dvc, make_project, sh
+from .helpers import dvc, sh
+from .helpers import make_dvc_project as make_project
 
 pytestmark = pytest.mark.slow
 

@@ -200,7 +200,7 @@ PARAM_CASES = [
     ("empty seed list", "seeds", [], "seeds: list should have at least 1 item"),
     ("unknown dataset", "data.name", "mnist", "data.name: input should be"),
     ("unknown variant in params", "kd_ablation.variants", ["full", "half"],
-     "kd_ablation.variants.1"),
+     "kd_ablation.variants: unknown kd variant 'half'"),
     ("unknown architecture", "student.model.arch", "resnet9", "unknown architecture 'resnet9'"),
     ("negative learning rate", "student.train.lr", -0.1, "student.train.lr: input should be"),
     ("tau zero", "introspective.tau", 0.0, "introspective.tau: input should be greater than 0"),

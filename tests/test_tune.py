@@ -9,7 +9,8 @@ import yaml
 
 from pipeline.config import parse_params
 from pipeline.errors import ConfigError
-from pipeline.tune import apply, search_space, select, trial_config, tuned_params, write_tuned
+from pipeline.results.selection import select, write_tuned
+from pipeline.tune import apply, search_space, trial_config, tuned_params
 
 
 @pytest.fixture
@@ -61,10 +62,16 @@ def test_tuned_params_roundtrip(tmp_path, params, base_raw):
     with pytest.raises(ConfigError, match="params_tuned.yaml: tuned params not found"):
         tuned_params(params, "kd", path)
     write_tuned({"kd": {"method": "kd", "trial": 3, "val_acc": 98.0, "val_nll": 0.1,
-                        "overrides": {"train": {"lr": 0.02}, "kd": {"alpha": 0.5}}}}, path)
+                        "overrides": {"train": {"lr": 0.02}, "kd": {"alpha": 0.5}}}},
+                ["ce", "kd"], path)
     tuned = tuned_params(params, "kd", path)
     assert tuned.student.train.lr == 0.02 and tuned.kd.alpha == 0.5
     assert tuned_params(params, "ce", path) == params  # nothing chosen: the defaults
+    # one top-level key per method holding only its overrides (a DVC param of tuned@<method>);
+    # how it was chosen sits apart, where no training stage reads it
+    written = yaml.safe_load(path.read_text())
+    assert written["kd"] == {"train": {"lr": 0.02}, "kd": {"alpha": 0.5}} and written["ce"] == {}
+    assert written["selection"] == {"kd": {"trial": 3, "val_acc": 98.0, "val_nll": 0.1}}
     raw = copy.deepcopy(base_raw)
     raw["tune"]["enabled"] = False
     off = parse_params(raw)
@@ -77,7 +84,16 @@ def test_tuned_params_roundtrip(tmp_path, params, base_raw):
     (lambda r: r["data"].update(val_per_class=0), "tune.enabled needs a validation split"),
     (lambda r: r["tune"].update(trials=[0, 0]), "tune.trials: trials must be unique"),
     (lambda r: r["tune"]["shared"].update(momentum=[]), "tune.shared.momentum: list should"),
-    (lambda r: r["tune"].update(methods=["ce", "mixup"]), "tune.methods.1: input should be"),
+    (lambda r: r["tune"].update(methods=["ce", "mixup"]), "tune.methods: unknown method 'mixup'"),
+    (lambda r: r["tune"].update(methods=["ce", "kd"]), "tune.methods: 'kd' distils the teacher"),
+    (lambda r: r["tune"].update(teacher_methods=["ce"]),
+     "tune.teacher_methods: 'ce' needs no teacher"),
+    (lambda r: r["tune"]["own"].pop("ce"), "tune.own.ce: missing; every tuned method needs"),
+    (lambda r: r["baselines"].update(methods=["ce", "kd"]),
+     "baselines.methods: 'kd' distils the teacher: KD is trained once per seed as "
+     "kd_ablation@full-<seed>"),
+    (lambda r: r["introspective_ablation"].update(variants=["full", "target_only"]),
+     "introspective_ablation.variants: unknown introspective variant 'target_only'"),
 ])
 def test_bad_tune_params(base_raw, edit, message):
     raw = copy.deepcopy(base_raw)

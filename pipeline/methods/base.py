@@ -7,6 +7,7 @@ what goes to MLflow is exactly what is optimised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,18 @@ class StepOutput:
 class Method(nn.Module):
     """Base class: one trainable ``student`` model, plain evaluation."""
 
-    name = "base"
-
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.models = nn.ModuleDict({"student": student})
+
+    @classmethod
+    def from_config(cls, cfg: Any, make_model: Callable[[], nn.Module],
+                    teacher: nn.Module | None, variant: str) -> Method:
+        """Build from the method's params section (the registry calls every method so).
+
+        The default fits a method with one student and no knobs (CE).
+        """
+        return cls(make_model())
 
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         raise NotImplementedError
@@ -64,3 +72,11 @@ class Method(nn.Module):
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """A helper model that is never trained: eval mode, no gradients."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

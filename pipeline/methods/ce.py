@@ -8,7 +8,6 @@ from .base import Method, StepOutput, cross_entropy
 
 
 class CE(Method):
-    name = "ce"
 
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         logits = self.student(x)

@@ -15,11 +15,14 @@ def entropy(logits: Tensor) -> Tensor:
 
 
 class ConfidencePenalty(Method):
-    name = "confidence_penalty"
 
     def __init__(self, student: nn.Module, beta: float) -> None:
         super().__init__(student)
         self.beta = beta
+
+    @classmethod
+    def from_config(cls, cfg, make_model, teacher, variant):
+        return cls(make_model(), cfg.beta)
 
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         logits = self.student(x)

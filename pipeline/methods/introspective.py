@@ -28,21 +28,20 @@ from torch import Tensor, nn
 from ..config import IntrospectiveConfig
 from ..explain import gradcam_linear, input_gradients, similarity
 from .base import Method, StepOutput, cross_entropy
-from .kd import freeze
-from .targets import kl_to_logits, non_gt_transform
+from .targets import distillation, non_gt_transform
 
 
 class Introspective(Method):
-    name = "introspective"
 
-    def __init__(self, student: nn.Module, cfg: IntrospectiveConfig, variant: str = "full",
-                 reference_teacher: nn.Module | None = None) -> None:
+    def __init__(self, student: nn.Module, cfg: IntrospectiveConfig, variant: str = "full") -> None:
         super().__init__(student)
         self.cfg, self.variant = cfg, variant
-        # only for the report (rank correlation of similarities); never trains the student
-        self.reference_teacher = freeze(reference_teacher) if reference_teacher else None
         self._sums = {"target_entropy": 0.0, "target_gt_prob": 0.0}
         self._count = 0
+
+    @classmethod
+    def from_config(cls, cfg: IntrospectiveConfig, make_model, teacher, variant: str):
+        return cls(make_model(), cfg, variant)  # no teacher: IL learns from itself
 
     # ------------------------------------------------------------ explanations
     def explained_classes(self, logits: Tensor, y: Tensor) -> Tensor | None:
@@ -97,7 +96,7 @@ class Introspective(Method):
         q = non_gt_transform(q, y, self.variant)
         self._record(q, y)
         terms = {"ce": (1 - cfg.alpha) * cross_entropy(logits, y),
-                 "introspective": cfg.alpha * cfg.T**2 * kl_to_logits(q, logits, cfg.T)}
+                 "introspective": cfg.alpha * distillation(q, logits, cfg.T)}
         return StepOutput(terms, logits)
 
     def _record(self, q: Tensor, y: Tensor) -> None:
@@ -132,23 +131,18 @@ class Introspective(Method):
         return (sums / counts[:, None]).numpy()
 
     def report(self, data: Any, folder: Path) -> tuple[dict[str, float], list[Path]]:
-        from ..analysis import similarity_report, teacher_similarity
+        from ..analysis import similarity_report
         from ..report import explanation_grid, save_figure, similarity_heatmaps, write_matrix
 
         x, y = data.batch("test", slice(None))
         classes = data.meta["classes"]
         il = self.similarity_matrix(x, y, len(classes))
-        teacher = None
-        if self.reference_teacher is not None:
-            teacher = teacher_similarity(self.reference_teacher, x, y, len(classes))
-        metrics = similarity_report(il, teacher, data.meta.get("groups"))
+        # the comparison with the teacher's similarity is the aggregate stage's: IL never
+        # depends on the teacher
+        metrics = similarity_report(il, None, data.meta.get("groups"))
         files = [folder / "similarity.csv", folder / "similarity.png", folder / "explanations.png"]
         write_matrix(files[0], il, classes)
-        if teacher is not None:
-            files.append(folder / "teacher_similarity.csv")
-            write_matrix(files[-1], teacher, classes)
-        save_figure(similarity_heatmaps(il, teacher, classes,
-                                        metrics.get("similarity_rank_corr_teacher")), files[1])
+        save_figure(similarity_heatmaps(il, None, classes, None), files[1])
         first = [int((y == c).nonzero()[0]) for c in range(len(classes)) if (y == c).any()]
         shown = first[:10]
         self.student.eval()

@@ -7,33 +7,27 @@ teacher is frozen, kept in eval mode, and sees the same augmented batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Method, StepOutput, cross_entropy
+from .base import Method, StepOutput, cross_entropy, freeze
 from .targets import distill
-
-KD_VARIANTS = ("full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only")
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 class KD(Method):
-    name = "kd"
-
     def __init__(self, student: nn.Module, teacher: nn.Module, alpha: float, T: float,
                  variant: str = "full") -> None:
         super().__init__(student)
-        if variant not in KD_VARIANTS:
-            raise ValueError(f"unknown KD variant '{variant}' (known: {KD_VARIANTS})")
         self.teacher = freeze(teacher)
         self.alpha, self.T, self.variant = alpha, T, variant
+
+    @classmethod
+    def from_config(cls, cfg, make_model: Callable[[], nn.Module], teacher: nn.Module | None,
+                    variant: str) -> KD:
+        return cls(make_model(), teacher, cfg.alpha, cfg.T, variant)
 
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         with torch.no_grad():

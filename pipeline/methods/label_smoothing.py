@@ -12,11 +12,14 @@ from .base import Method, StepOutput, cross_entropy
 
 
 class LabelSmoothing(Method):
-    name = "label_smoothing"
 
     def __init__(self, student: nn.Module, epsilon: float) -> None:
         super().__init__(student)
         self.epsilon = epsilon
+
+    @classmethod
+    def from_config(cls, cfg, make_model, teacher, variant):
+        return cls(make_model(), cfg.epsilon)
 
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         logits = self.student(x)

@@ -3,7 +3,8 @@
 * ``non_gt_transform``: the T1/T4 controls that keep the true-class probability
   and change only the non-ground-truth part (uniform = no class similarity, same
   mass; shuffled = same values, similarity destroyed).
-* ``kl_to_logits``: ``KL(q || softmax(z / T))``, the distillation term.
+* ``kl_to_logits``: ``KL(q || softmax(z / T))``; ``distillation`` is the
+  ``T^2``-scaled term every distilling method (KD, TF-KD, DML, IL) optimises.
 * ``tckd`` / ``nckd``: the decomposition of Zhao et al. (2022, "Decoupled KD"):
   ``KL(t||p) = KL(b_t||b_p) + (1 - t_y) * KL(t_hat||p_hat)``.
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NON_GT_VARIANTS = ("full", "uniform_non_gt", "shuffled_non_gt")
+from . import NON_GT_VARIANTS
 
 
 def gt_mask(y: Tensor, num_classes: int) -> Tensor:
@@ -53,6 +54,11 @@ def kl_to_logits(q: Tensor, logits: Tensor, T: float = 1.0) -> Tensor:
     return (torch.xlogy(q, q) - q * log_p).sum(dim=1).mean()
 
 
+def distillation(q: Tensor, logits: Tensor, T: float = 1.0) -> Tensor:
+    """``T^2 * KL(q || softmax(logits / T))``: the ``T^2`` keeps gradients at CE's scale."""
+    return T * T * kl_to_logits(q, logits, T)
+
+
 def _binary(p: Tensor, y: Tensor) -> Tensor:
     p_y = p.gather(1, y[:, None])
     return torch.cat([p_y, 1 - p_y], dim=1)
@@ -77,9 +83,7 @@ def nckd(t: Tensor, logits: Tensor, y: Tensor, T: float = 1.0) -> Tensor:
 def distill(t: Tensor, logits: Tensor, y: Tensor, variant: str, T: float) -> Tensor:
     """``T^2`` times the variant's KL term (``t`` is already the softened target)."""
     if variant == "target_only":
-        kl = tckd(t, logits, y, T)
-    elif variant == "non_target_only":
-        kl = nckd(t, logits, y, T)
-    else:
-        kl = kl_to_logits(non_gt_transform(t, y, variant), logits, T)
-    return T * T * kl
+        return T * T * tckd(t, logits, y, T)
+    if variant == "non_target_only":
+        return T * T * nckd(t, logits, y, T)
+    return distillation(non_gt_transform(t, y, variant), logits, T)

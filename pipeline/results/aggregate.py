@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .config import Params
+from ..config import Params
+from ..methods import REGISTRY
 
 METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
 LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
@@ -46,43 +47,49 @@ class Table:
     reference: Row = CE_ROW  # paired differences are taken to this row
 
 
+def default_row(method: str, params: Params) -> Row | None:
+    """Where the default-recipe run of ``method`` lives (None when it is not configured).
+
+    KD and IL have no ``baselines`` instance: their ``full`` variant is that run.
+    """
+    info = REGISTRY[method]
+    if method == "kd":
+        stage, name, variants = "kd_ablation", "full", params.kd_ablation.variants
+    elif method == "introspective":
+        stage, name, variants = "introspective", "full", params.introspective_ablation.variants
+    else:
+        stage, name, variants = "baselines", method, ["full"] if method in \
+            params.baselines.methods else []
+    return Row(info.label, stage, name) if "full" in variants else None
+
+
 def tables(params: Params) -> list[Table]:
     """T1-T4 of the design, restricted to what ``params.yaml`` configures to run."""
-    base = set(params.baselines.methods)
-    tuned = set(params.tune.methods) if params.tune.enabled else set()
-    il = params.introspective.variants
+    tuned = set(params.tune.all_methods) if params.tune.enabled else set()
 
-    def b(label: str, method: str) -> list[Row]:
+    def b(method: str) -> list[Row]:
         """The default-recipe row and, when tuning is on, the tuned row of a method."""
-        rows = [Row(label, "baselines", method)] if method in base else []
-        if method == "introspective" and "full" in il:
-            rows = [Row(label, "introspective", "full")]
+        row = default_row(method, params)
+        rows = [row] if row else []
         if method in tuned:
-            rows.append(Row(f"{label} (tuned)", "tuned", method))
+            rows.append(Row(f"{REGISTRY[method].label} (tuned)", "tuned", method))
         return rows
 
     reference = TUNED_CE_ROW if "ce" in tuned else CE_ROW
-    ce = [CE_ROW] if "ce" in base else []  # T1 and T4 compare untuned recipes only
-
-    kd_labels = {"full": "KD (full)", "uniform_non_gt": "KD uniform non-GT",
-                 "shuffled_non_gt": "KD shuffled non-GT", "target_only": "KD target only (TCKD)",
-                 "non_target_only": "KD non-target only (NCKD)"}
-    il_labels = {"full": "IL (full)", "uniform_non_gt": "IL uniform non-GT",
-                 "shuffled_non_gt": "IL shuffled non-GT"}
+    ce = [CE_ROW] if "ce" in params.baselines.methods else []  # T1 and T4: untuned recipes
+    kd, il = REGISTRY["kd"], REGISTRY["introspective"]
     return [
         Table("T1_kd_components", "T1 — which part of the teacher's output makes KD work",
-              (*ce, *[Row(kd_labels[v], "kd_ablation", v)
-                                 for v in params.kd_ablation.variants])),
+              (*ce, *[Row(kd.variant_label(v), "kd_ablation", v)
+                      for v in params.kd_ablation.variants])),
         Table("T2_regularizers", "T2 — IL vs regularizers",
-              (*b("CE", "ce"), *b("label smoothing", "label_smoothing"),
-               *b("confidence penalty", "confidence_penalty"),
-               *b("teacher-free KD (virtual teacher)", "tf_kd_virtual"),
-               *b("IL", "introspective")), reference),
+              (*b("ce"), *b("label_smoothing"), *b("confidence_penalty"), *b("tf_kd_virtual"),
+               *b("introspective")), reference),
         Table("T3_peers_teachers", "T3 — IL vs learning from peers (DML) and a teacher (KD)",
-              (*b("CE", "ce"), *b("DML (2 peers)", "dml"), *b("KD from a teacher", "kd"),
-               *b("IL", "introspective")), reference),
+              (*b("ce"), *b("dml"), *b("kd"), *b("introspective")), reference),
         Table("T4_introspective_components", "T4 — does IL's gain come from class similarity?",
-              (*ce, *[Row(il_labels[v], "introspective", v) for v in il])),
+              (*ce, *[Row(il.variant_label(v), "introspective", v)
+                      for v in params.introspective_ablation.variants])),
     ]
 
 
@@ -252,22 +259,72 @@ def pooled_reliability(results: Path, row: Row, seeds: Sequence[int]) -> dict | 
     return pooled
 
 
-def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path) -> list[Path]:
-    """Write every table (csv + md) and figure; return the written paths."""
-    from .io import atomic_write_text
-    from .report import (
-        accuracy_bars,
-        accuracy_curves,
-        read_matrix,
-        reliability_diagrams,
-        save_figure,
-        similarity_heatmaps,
-    )
+def teacher_line(results: Path, reference: Row, seeds: Sequence[int]) -> str:
+    """The teacher's test accuracy beside the CE student's, with a warning when it is no
+    better (then T1 and T3 distil a teacher that knows less than its student)."""
+    try:
+        teacher = json.loads((results / "teacher" / "metrics.json").read_text())["test_acc"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return ""
+    runs = [m for m in load_runs(file_lookup(results), reference, seeds).values() if m]
+    if not runs:
+        return f"Teacher: test top-1 {teacher:.2f}%.\n"
+    student = float(np.mean([m["test_acc"] for m in runs]))
+    line = (f"Teacher: test top-1 {teacher:.2f}%; {reference.label} student: {student:.2f}% "
+            f"(mean of {len(runs)} seeds).")
+    if teacher <= student:
+        line = f"**Warning: the teacher is not better than its student.** {line}"
+    return line + "\n"
+
+
+def similarity_rows(results: Path, params: Params,
+                    teacher: np.ndarray | None) -> pd.DataFrame:
+    """Per IL run: Spearman rank correlation (off-diagonal) of its class similarity with the
+    teacher's mean softmax, both on the test split."""
+    from ..analysis import off_diagonal
+    from ..report import read_matrix
+
+    records = []
+    for variant in params.introspective_ablation.variants:
+        for seed in params.seeds:
+            path = results / "introspective" / f"{variant}-{seed}" / "similarity.csv"
+            if teacher is None or not path.is_file():
+                continue
+            rho = stats.spearmanr(off_diagonal(read_matrix(path)), off_diagonal(teacher))
+            records.append({"variant": variant, "seed": seed,
+                            "rank_corr_teacher": float(np.nan_to_num(rho.statistic))})
+    return pd.DataFrame.from_records(records, columns=["variant", "seed", "rank_corr_teacher"])
+
+
+def similarity_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+    lines = ["**IL's class similarity vs the teacher's** (Spearman rank correlation of the "
+             "off-diagonal entries, test split)", "", "| IL variant | seeds | rank correlation |",
+             "|---|---|---|"]
+    for variant, group in df.groupby("variant", sort=False):
+        values = group["rank_corr_teacher"]
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        lines.append(f"| {variant} | {len(values)} | {values.mean():.2f} ± {std:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path,
+              teacher_similarity: np.ndarray | None = None) -> list[Path]:
+    """Write every table (csv + md) and figure; return the written paths.
+
+    ``teacher_similarity``: the teacher's mean softmax per true class on the test split
+    (the stage computes it from ``models/teacher``), compared with IL's own similarity.
+    """
+    from ..io import atomic_write_text
+    from ..report import read_matrix, save_figure, similarity_heatmaps
+    from .figures import accuracy_bars, accuracy_curves, reliability_diagrams
 
     seeds = params.seeds
     written: list[Path] = []
-    markdown = []
-    for table in tables(params):
+    all_tables = tables(params)
+    markdown = [teacher_line(results, all_tables[0].reference, seeds)]
+    for table in all_tables:
         df = summarize(table, results, seeds)
         csv, md = tables_dir / f"{table.key}.csv", tables_dir / f"{table.key}.md"
         atomic_write_text(csv, df.to_csv(index=False))
@@ -280,12 +337,19 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
         save_figure(accuracy_curves({r.label: histories(results, r, seeds) for r in table.rows},
                                     table.title + " — test accuracy per epoch"), curves)
         written += [csv, md, fig, curves]
+    similarity = similarity_rows(results, params, teacher_similarity)
+    if not similarity.empty:
+        csv = tables_dir / "similarity_vs_teacher.csv"
+        atomic_write_text(csv, similarity.to_csv(index=False))
+        markdown.append(similarity_markdown(similarity))
+        written.append(csv)
     all_md = tables_dir / "all_tables.md"
-    atomic_write_text(all_md, "\n".join(markdown))
+    atomic_write_text(all_md, "\n".join(m for m in markdown if m))
     written.append(all_md)
 
-    candidates = [CE_ROW, Row("label smoothing", "baselines", "label_smoothing"),
-                  Row("KD", "baselines", "kd"), Row("IL", "introspective", "full")]
+    candidates = [r for r in (CE_ROW, default_row("label_smoothing", params),
+                              default_row("kd", params), default_row("introspective", params))
+                  if r is not None]
     bins = {r.label: b for r in candidates if (b := pooled_reliability(results, r, seeds))}
     if bins:
         path = figures_dir / "reliability.png"
@@ -294,18 +358,16 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
 
     il_files = [results / "introspective" / f"full-{s}" for s in seeds]
     il = [read_matrix(f / "similarity.csv") for f in il_files if (f / "similarity.csv").is_file()]
-    te = [read_matrix(f / "teacher_similarity.csv") for f in il_files
-          if (f / "teacher_similarity.csv").is_file()]
     if il:
-        from .analysis import off_diagonal
+        from ..analysis import off_diagonal
 
         il_mean = np.mean(il, axis=0)
-        teacher = np.mean(te, axis=0) if te else None
         rho = None
-        if teacher is not None:
-            rho = float(stats.spearmanr(off_diagonal(il_mean), off_diagonal(teacher)).statistic)
+        if teacher_similarity is not None:
+            rho = float(stats.spearmanr(off_diagonal(il_mean),
+                                        off_diagonal(teacher_similarity)).statistic)
         classes = [str(c) for c in pd.read_csv(il_files[0] / "similarity.csv", index_col=0).columns]
         path = figures_dir / "similarity_il_vs_teacher.png"
-        save_figure(similarity_heatmaps(il_mean, teacher, classes, rho), path)
+        save_figure(similarity_heatmaps(il_mean, teacher_similarity, classes, rho), path)
         written.append(path)
     return written

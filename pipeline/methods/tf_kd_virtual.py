@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Method, StepOutput, cross_entropy
-from .targets import kl_to_logits
+from .targets import distillation
 
 
 def virtual_teacher(y: Tensor, num_classes: int, correct_prob: float) -> Tensor:
@@ -21,15 +21,18 @@ def virtual_teacher(y: Tensor, num_classes: int, correct_prob: float) -> Tensor:
 
 
 class TFKDVirtual(Method):
-    name = "tf_kd_virtual"
 
     def __init__(self, student: nn.Module, alpha: float, T: float, correct_prob: float) -> None:
         super().__init__(student)
         self.alpha, self.T, self.correct_prob = alpha, T, correct_prob
 
+    @classmethod
+    def from_config(cls, cfg, make_model, teacher, variant):
+        return cls(make_model(), cfg.alpha, cfg.T, cfg.correct_prob)
+
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         logits = self.student(x)
         q = virtual_teacher(y, logits.shape[1], self.correct_prob).to(logits.dtype)
         terms = {"ce": (1 - self.alpha) * cross_entropy(logits, y),
-                 "tf_kd": self.alpha * self.T**2 * kl_to_logits(q, logits, self.T)}
+                 "tf_kd": self.alpha * distillation(q, logits, self.T)}
         return StepOutput(terms, logits)

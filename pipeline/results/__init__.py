@@ -1,0 +1,1 @@
+"""What reads finished runs: tables, table figures, tuning selection."""
