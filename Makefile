@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro readme test lint ui bench preset estimate
+.PHONY: install repro readme test test-fast lint ui ui-shot bench preset estimate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# make repro J=2: N workers over DVC's graph (pipeline/tools/parallel.py); J=1 is plain `dvc repro`
+J ?= 1
 repro: install
+ifeq ($(J),1)
 	dvc repro
+else
+	$(PY) -m pipeline.tools.parallel -j $(J)
+endif
 
 readme: repro
-	$(PY) -m pipeline.readme
+	$(PY) -m pipeline.tools.readme
 
 bench: install
 	$(PY) benchmarks/il_overhead.py
@@ -29,16 +35,24 @@ bench: install
 
 # make preset P=paper-cifar10   (quick | paper-cifar10 | paper-cifar100 | imagefolder)
 preset: install
-	$(PY) -m pipeline.presets use $(P)
+	$(PY) -m pipeline.tools.presets use $(P)
 
 estimate: install
-	$(PY) -m pipeline.estimate
+	$(PY) -m pipeline.tools.estimate
 
 test: install
 	$(PY) -m pytest -q
+
+# the edit loop: everything but the end-to-end `dvc repro` tests (what CI runs is `make test`)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
 
 ui: install
-	mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --workers 1
+	$(PY) -m pipeline.tools.ui
+
+# a PNG of the runs table (headless Chromium: Debian's `chromium` package)
+ui-shot: install
+	$(PY) -m pipeline.tools.ui --shot docs/mlflow-runs.png

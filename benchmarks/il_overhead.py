@@ -13,11 +13,11 @@ import argparse
 
 import torch
 
-from pipeline.config import IntrospectiveConfig
-from pipeline.estimate import median_step_seconds
+from pipeline.core.config import IntrospectiveConfig
+from pipeline.core.models import build_model
 from pipeline.methods.ce import CE
 from pipeline.methods.introspective import Introspective
-from pipeline.models import build_model
+from pipeline.tools.estimate import median_step_seconds
 
 
 def main() -> None:

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import engine
-from pipeline.augment import random_crop_flip
-from pipeline.config import IntrospectiveConfig, RuntimeConfig, TrainConfig
-from pipeline.data import Prepared
+from pipeline.core.config import IntrospectiveConfig, RuntimeConfig, TrainConfig
+from pipeline.core.models import build_model
+from pipeline.core.prepared import Prepared
 from pipeline.methods.ce import CE
 from pipeline.methods.dml import DML
 from pipeline.methods.introspective import Introspective
 from pipeline.methods.kd import KD
-from pipeline.models import build_model
+from pipeline.train import engine
+from pipeline.train.augment import random_crop_flip
 
 
 def fake_data(n: int, classes: int, device: torch.device) -> engine.DeviceData:

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import main
-from pipeline.config import load_params
-from pipeline.data import PREPARED_DIR, load_prepared
-from pipeline.io import atomic_write_json
+from pipeline.core.cli import main
+from pipeline.core.config import load_params
+from pipeline.core.io import atomic_write_json
+from pipeline.core.prepared import PREPARED_DIR, load_prepared
+from pipeline.core.tracking import RUN_FILE, Tracker
 from pipeline.results.aggregate import write_all
-from pipeline.tracking import RUN_FILE, Tracker
 
 RESULTS, TABLES, FIGURES = Path("results"), Path("results/tables"), Path("results/figures")
 
 
 def teacher_similarity(params) -> np.ndarray | None:
-    from pipeline.models import TEACHER_FILE, load_teacher
+    from pipeline.core.models import TEACHER_FILE, load_teacher
     from pipeline.results.similarity import teacher_similarity_on
 
     if not TEACHER_FILE.is_file():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.cli import main
-from pipeline.config import load_params
-from pipeline.data import PREPARED_DIR, prepare
+from pipeline.core.cli import main
+from pipeline.core.config import load_params
+from pipeline.core.prepared import PREPARED_DIR
+from pipeline.prepare.datasets import prepare
 
 
 def entry() -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import main
-from pipeline.config import Params, load_params
-from pipeline.errors import ConfigError
+from pipeline.core.cli import main
+from pipeline.core.config import Params, load_params
+from pipeline.core.errors import ConfigError
+from pipeline.core.runs import STAGE_METHOD, VARIANT_STAGES, RunSpec
 from pipeline.methods import REGISTRY
-from pipeline.runner import RunSpec, run
-from pipeline.tune import tuned_params
+from pipeline.train.runner import run
+from pipeline.train.tune import tuned_params
 
-# stages that always train one method; the others take --method
-STAGE_METHOD = {"teacher": "ce", "kd_ablation": "kd", "introspective": "introspective"}
 STAGES = ("teacher", "baselines", "kd_ablation", "introspective", "tuned")
 
 
@@ -48,8 +47,7 @@ def entry(argv: list[str] | None = None) -> None:
     known = allowed_methods(args.stage, params)
     if method not in known:
         raise ConfigError(f"{args.stage}: unknown method '{method}' (known: {', '.join(known)})")
-    variants = REGISTRY[method].variants if args.stage in ("kd_ablation", "introspective") \
-        else ("full",)
+    variants = REGISTRY[method].variants if args.stage in VARIANT_STAGES else ("full",)
     if args.variant not in variants:
         raise ConfigError(f"{args.stage}: unknown variant '{args.variant}' "
                           f"(known: {', '.join(variants)})")

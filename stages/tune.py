@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import main
-from pipeline.config import load_params
-from pipeline.errors import ConfigError
-from pipeline.io import atomic_write_json
-from pipeline.runner import RunSpec, run
-from pipeline.tune import TUNE_DIR, apply, trial_config
+from pipeline.core.cli import main
+from pipeline.core.config import load_params
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_write_json
+from pipeline.core.runs import RunSpec
+from pipeline.train.runner import run
+from pipeline.train.tune import TUNE_DIR, apply, trial_config
 
 
 def trials(method: str) -> None:

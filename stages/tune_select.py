@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-from pipeline.cli import main
-from pipeline.config import load_params
+from pipeline.core.cli import main
+from pipeline.core.config import load_params
 from pipeline.results.selection import read_trials, select, write_tuned
-from pipeline.tune import TUNE_DIR, TUNED_FILE
+from pipeline.train.tune import TUNE_DIR, TUNED_FILE
 
 
 def entry() -> None:

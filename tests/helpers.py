@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.config import SyntheticConfig, TrainConfig
-from pipeline.data import Prepared, make_synthetic, normalisation_stats
-from pipeline.engine import DeviceData
+from pipeline.core.config import SyntheticConfig, TrainConfig
+from pipeline.core.prepared import Prepared
+from pipeline.prepare.datasets import make_synthetic, normalisation_stats
+from pipeline.train.engine import DeviceData
 
 
 def synthetic_prepared(num_classes: int = 4, per_class: int = 40, seed: int = 0) -> Prepared:
@@ -84,3 +85,9 @@ def make_dvc_project(root, raw: dict, migrated_db):
     shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
     sh(root, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
     return root
+
+
+def seed_runs(client) -> list:
+    """Every training run in the store, without the per-group parent runs."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r for r in runs if r.data.tags.get("ilkd_role") != "parent"]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline.config import parse_params
+from pipeline.core.config import parse_params
 from pipeline.results.aggregate import (
     CE_ROW,
     TUNED_CE_ROW,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.augment import random_crop_flip
+from pipeline.train.augment import random_crop_flip
 
 
 def test_crop_matches_manual_pad_and_slice():

@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import fingerprint, flatten, load_params, parse_params
-from pipeline.errors import ConfigError
+from pipeline.core.config import fingerprint, flatten, load_params, parse_params
+from pipeline.core.errors import ConfigError
 
 from .conftest import REPO
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import DataConfig, SyntheticConfig
-from pipeline.data import build_arrays, load_prepared, make_synthetic, prepare
-from pipeline.errors import DataError
+from pipeline.core.config import DataConfig, SyntheticConfig
+from pipeline.core.errors import DataError
+from pipeline.core.prepared import load_prepared
+from pipeline.prepare.datasets import build_arrays, make_synthetic, prepare
 
 
 def test_digits_shapes_and_balance():

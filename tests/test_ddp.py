@@ -19,6 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from .conftest import tiny_raw
+from .helpers import seed_runs
 from .test_reliability import env_for, make_project, stage
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, base_raw, migrate
 
     # rank 0 alone logs and checkpoints: one MLflow run with every epoch once
     client = MlflowClient(f"sqlite:///{multi / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = seed_runs(client)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "test_acc")]
     assert sorted(steps) == [1, 2, 3]

@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from pipeline import engine
-from pipeline.config import parse_params
+from pipeline.core.config import parse_params
+from pipeline.core.models import build_model
 from pipeline.methods import build_method
-from pipeline.models import build_model
+from pipeline.train import engine
 
 from .conftest import tiny_raw
 from .helpers import device_data, train_cfg

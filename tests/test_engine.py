@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline import engine
-from pipeline.errors import CheckpointError, TrainingDiverged
+from pipeline.core.errors import CheckpointError, TrainingDiverged
+from pipeline.core.models import build_model
 from pipeline.methods.ce import CE
 from pipeline.methods.dml import DML
-from pipeline.models import build_model
+from pipeline.train import engine
 
 from .helpers import device_data, train_cfg
 
@@ -129,3 +130,67 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert state["epoch"] == 2 and state["partial"] is None
     assert [row["epoch"] for row in state["history"]] == [1, 2]
     assert all(torch.isfinite(v).all() for v in state["models"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize(("momentum", "nesterov", "decay"),
+                         [(0.0, False, 0.0), (0.9, False, 5e-4), (0.9, True, 1e-3)])
+def test_sgd_is_torch_sgd_bit_for_bit(momentum, nesterov, decay, foreach):
+    """The engine's SGD (no torch.optim, so no torch._dynamo import at start-up) against
+    torch.optim.SGD on the same model, data and steps: equal weights, bit for bit, and a
+    state_dict each can load from the other."""
+    from pipeline.train.sgd import SGD
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+
+    ours_model, ref_model = model(), model()
+    ours = SGD(ours_model.parameters(), lr=0.1, momentum=momentum, nesterov=nesterov,
+               weight_decay=decay)
+    ours.foreach = foreach
+    ref = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=momentum,
+                          nesterov=nesterov, weight_decay=decay, foreach=foreach)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(5):
+        x, y = torch.randn(16, 5, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        for net, opt in ((ours_model, ours), (ref_model, ref)):
+            for group in opt.param_groups:
+                group["lr"] = 0.1 / (step + 1)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    ours_state, ref_state = ours.state_dict(), ref.state_dict()
+    assert set(ours_state["state"]) == set(ref_state["state"])
+    for i, state in ref_state["state"].items():
+        if state.get("momentum_buffer") is not None:
+            assert torch.equal(ours_state["state"][i]["momentum_buffer"], state["momentum_buffer"])
+    ref.load_state_dict(ours_state)  # checkpoints stay loadable by either
+    fresh = SGD(ours_model.parameters(), lr=1.0)
+    fresh.load_state_dict(ref_state)
+    assert fresh.param_groups[0]["momentum"] == momentum
+
+
+def test_fit_does_not_import_dynamo():
+    """The point of the engine's own SGD: a stage process never pays for torch._dynamo."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from pipeline.train import engine\n"
+            "from tests.helpers import device_data, train_cfg\n"
+            "from pipeline.methods import build_method\n"
+            "from pipeline.core.config import parse_params\n"
+            "import yaml\n"
+            "raw = yaml.safe_load(open('params.yaml'))\n"
+            "m = build_method('ce', parse_params(raw), lambda: __import__('pipeline.core.models',"
+            " fromlist=['x']).build_model('small_cnn', 4, 1, 0.25))\n"
+            "engine.fit(m, device_data(num_classes=4, per_class=8), train_cfg(epochs=1),"
+            " seed=0, progress=False)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

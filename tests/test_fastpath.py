@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import engine
-from pipeline.config import RuntimeConfig
+from pipeline.core.config import RuntimeConfig
+from pipeline.core.models import build_model
 from pipeline.methods.ce import CE
 from pipeline.methods.kd import KD
-from pipeline.models import build_model
+from pipeline.train import engine
 
 from .helpers import device_data, train_cfg
 
@@ -149,7 +149,7 @@ def test_compile_in_place_keeps_state_dict_keys_and_results():
 def test_compile_covers_introspective_feature_map_path():
     """IL's Grad-CAM step calls forward_features: the compiled trunk must serve it too."""
     pytest.importorskip("torch._inductor")
-    from pipeline.config import IntrospectiveConfig
+    from pipeline.core.config import IntrospectiveConfig
     from pipeline.methods.introspective import Introspective
 
     data, cfg = device_data(), train_cfg(epochs=1)
@@ -202,7 +202,7 @@ def test_cuda_fp32_follows_the_cpu_run():
 
 @needs_cuda
 def test_cuda_batched_input_gradients_equal_the_cpu_loop():
-    from pipeline.explain import input_gradients
+    from pipeline.methods.explain import input_gradients
 
     torch.manual_seed(1)
     model = build_model("resnet8", 4, 1).train()

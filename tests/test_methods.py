@@ -219,9 +219,9 @@ def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):
     so no method trains at a different loss scale than CE."""
     import copy
 
-    from pipeline.config import parse_params
+    from pipeline.core.config import parse_params
+    from pipeline.core.models import build_model
     from pipeline.methods import REGISTRY, build_method
-    from pipeline.models import build_model
 
     raw = copy.deepcopy(base_raw)
     raw["kd"].update(T=1.0)

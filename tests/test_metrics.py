@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.metrics import classification_metrics, expected_calibration_error, topk_accuracy
+from pipeline.core.metrics import classification_metrics, expected_calibration_error, topk_accuracy
 
 
 def test_ece_hand_computed():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.errors import ConfigError
-from pipeline.models import ARCHS, build_model, count_parameters
+from pipeline.core.errors import ConfigError
+from pipeline.core.models import ARCHS, build_model, count_parameters
 
 ALL = [*ARCHS, "wrn-16-2"]
 

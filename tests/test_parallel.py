@@ -1,4 +1,4 @@
-"""The parallel runner (``python -m pipeline.parallel``) on a tiny DAG, against plain `dvc repro`."""
+"""The parallel runner (``python -m pipeline.tools.parallel``) on tiny DAGs vs `dvc repro`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.parallel import Plan, worker_env
+from pipeline.tools.parallel import Plan, worker_env
 
 from .conftest import tiny_raw
 from .helpers import dvc, make_dvc_project, sh
@@ -40,7 +40,7 @@ def lock_summary(root: Path) -> dict:
 
 
 def runner(root: Path, *args: str, check: bool = True):
-    return sh(root, sys.executable, "-m", "pipeline.parallel", *args, check=check,
+    return sh(root, sys.executable, "-m", "pipeline.tools.parallel", *args, check=check,
               PYTHONPATH=str(root))
 
 
@@ -95,3 +95,42 @@ def test_workers_share_cores_or_gpus(monkeypatch):
     gpus = ["0", "1"] * 2  # --gpus 0,1 --per-gpu 2
     assert [worker_env(s, 4, gpus)["CUDA_VISIBLE_DEVICES"] for s in range(4)] == [
         "0", "1", "0", "1"]
+
+
+def test_two_machines_through_dask_and_a_dvc_remote(tmp_path, base_raw, migrated_db):
+    """Two Dask worker processes stand for two machines: each stage runs in its own clone,
+    data travels through a local DVC remote, MLflow goes to one shared store (standing for
+    the tracking server), and the coordinator's final `dvc repro --pull` records it all."""
+    import shutil
+
+    from distributed import LocalCluster
+
+    raw = small_dag(base_raw)
+    raw["baselines"]["methods"] = ["ce"]
+    root = make_dvc_project(tmp_path / "coordinator", raw, migrated_db)
+    dvc(root, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
+    shared = tmp_path / "server.db"
+    shutil.copy(migrated_db, shared)
+    uri = f"sqlite:///{shared}"
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        out = sh(root, sys.executable, "-m", "pipeline.tools.parallel", "-j", "2",
+                 "--cluster", cluster.scheduler_address, check=False,
+                 MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(root))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "finds nothing left to run" in out.stdout
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+    assert (root / "results/tables/all_tables.md").is_file()  # restored from the remote
+    from mlflow.tracking import MlflowClient
+
+    from .helpers import seed_runs
+
+    names = [r.info.run_name for r in seed_runs(MlflowClient(uri))]
+    assert sorted(names) == sorted(set(names))  # every run once
+    assert {"teacher", "baselines@ce-0", "kd_ablation@full-0", "introspective@full-0",
+            "tuned@ce-0", "aggregate"} <= set(names)
+    assert not seed_runs(MlflowClient(f"sqlite:///{root / 'mlflow.db'}"))  # all on the server

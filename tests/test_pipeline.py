@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from .conftest import REPO, tiny_raw
-from .helpers import dvc, make_dvc_project
+from .helpers import dvc, make_dvc_project, seed_runs, sh
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +40,9 @@ def tiny_dag_raw(base_raw: dict) -> dict:
 def project(tmp_path_factory, base_raw, migrated_db) -> Iterator[tuple[Path, str]]:
     root = make_dvc_project(tmp_path_factory.mktemp("dag") / "proj", tiny_dag_raw(base_raw),
                             migrated_db)
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
     out = dvc(root, "repro").stdout
     yield root, out
 
@@ -79,7 +82,8 @@ def test_dag_edges_follow_the_teacher(project):
 
 def test_mlflow_has_one_finished_run_per_training(project):
     root, _ = project
-    runs = [r for r in _runs(root) if r.data.tags.get("stage") not in ("aggregate", "tune")]
+    runs = [r for r in _runs(root) if r.data.tags.get("stage") not in ("aggregate", "tune")
+            and r.data.tags.get("ilkd_role") != "parent"]
     assert sorted(r.info.run_name for r in runs) == [
         "baselines@ce-0", "baselines@label_smoothing-0", "introspective@full-0",
         "kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0", "teacher", "tuned@ce-0",
@@ -92,6 +96,64 @@ def test_mlflow_has_one_finished_run_per_training(project):
     names = {a.path for a in client.list_artifacts(il.info.run_id)}
     assert {"similarity.csv", "similarity.png", "explanations.png"} <= names
     assert len(client.get_metric_history(il.info.run_id, "target_entropy")) == 2
+
+
+def test_mlflow_runs_table_columns_and_tree(project):
+    """What the MLflow UI's runs table shows without configuring anything: Source (command,
+    commit), Dataset (with the prepared data's digest), Models (loadable, same accuracy),
+    a description, and one parent per method/variant with its seeds as children."""
+    import mlflow.pytorch
+
+    from pipeline.core.prepared import load_prepared
+    from pipeline.train.engine import DeviceData, predict
+
+    root, _ = project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ilkd-quick-digits")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    head = sh(root, "git", "rev-parse", "HEAD").stdout.strip()
+    meta = json.loads((root / "data/prepared/meta.json").read_text())
+    runs = {r.info.run_name: r for r in seed_runs(client)}
+    for name in ("teacher", "baselines@ce-0", "kd_ablation@full-0", "tune@ce/trial-0/ce-100"):
+        tags = runs[name].data.tags
+        assert tags["mlflow.source.git.commit"] == head and tags["mlflow.source.type"] == "LOCAL"
+        assert tags["mlflow.source.name"].startswith("python -m stages.")
+        (dataset,) = runs[name].inputs.dataset_inputs
+        assert dataset.dataset.name == "digits"
+        assert dataset.dataset.digest == meta["sha256"][:36]
+        assert json.loads(dataset.dataset.profile)["sha256"] == meta["sha256"]
+        assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
+    assert "uniform" not in runs["kd_ablation@full-0"].data.tags["mlflow.note.content"]
+    assert runs["kd_ablation@shuffled_non_gt-0"].data.tags["mlflow.note.content"] == (
+        "KD, control: shuffled non-GT mass (class similarity destroyed): T1, seed 0")
+
+    # the logged model of a run reproduces its metrics.json test accuracy
+    prepared = load_prepared(root / "data/prepared")
+    data = DeviceData(prepared, __import__("torch").device("cpu"))
+    for name, folder in (("baselines@ce-0", "baselines/ce-0"), ("teacher", "teacher")):
+        (output,) = runs[name].outputs.model_outputs
+        model = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+        acc = 100.0 * float(predict(model, data, "test", 512).argmax(1).eq(data.y["test"])
+                            .double().mean())
+        expected = json.loads((root / "results" / folder / "metrics.json").read_text())
+        assert acc == pytest.approx(expected["test_acc"])
+        logged = client.get_logged_model(output.model_id)
+        assert {m.key for m in logged.metrics} >= {"test_acc", "val_acc"}
+    assert not runs["tune@ce/trial-0/ce-100"].outputs.model_outputs  # trials log no model
+    # the teacher is registered; the KD runs name the version they distilled
+    (version,) = client.search_model_versions("name = 'ilkd-quick-teacher'")
+    assert version.run_id == runs["teacher"].info.run_id
+    assert runs["kd_ablation@full-0"].data.tags["teacher_model_version"] == version.version
+
+    # one parent per group, seeds as children, parent metrics = the children's mean
+    parents = [r for r in _runs(root) if r.data.tags.get("ilkd_role") == "parent"]
+    names = sorted(p.info.run_name for p in parents)
+    assert names == sorted({r.data.tags["ilkd_group"] for r in runs.values()
+                            if r.data.tags.get("stage") not in ("teacher", "aggregate")})
+    ce = [p for p in parents if p.info.run_name == "baselines@ce"][0]
+    assert runs["baselines@ce-0"].data.tags["mlflow.parentRunId"] == ce.info.run_id
+    expected = json.loads((root / "results/baselines/ce-0/metrics.json").read_text())
+    assert ce.data.metrics["test_acc_mean"] == pytest.approx(expected["test_acc"])
 
 
 def test_tuned_runs_train_with_the_selected_configuration(project):
@@ -198,7 +260,9 @@ CODE_EDITS = [
     ("pipeline/methods/label_smoothing.py", {"baselines@label_smoothing-0"}),
     ("pipeline/methods/kd.py", {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
                                 "tune_with_teacher@kd", "tuned_with_teacher@kd-0"}),
-    ("pipeline/engine.py", STUDENT_STAGES | {"teacher"}),
+    ("pipeline/train/engine.py", STUDENT_STAGES | {"teacher"}),
+    ("pipeline/core/metrics.py", STUDENT_STAGES | {"teacher", "prepare", "tune_select",
+                                 "aggregate"}),
 ]
 
 

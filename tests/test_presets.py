@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from pipeline.config import load_params
-from pipeline.errors import ConfigError
-from pipeline.estimate import dataset_shape, plan, step_seconds
-from pipeline.presets import available, use
+from pipeline.core.config import load_params
+from pipeline.core.errors import ConfigError
+from pipeline.tools.estimate import dataset_shape, plan, step_seconds
+from pipeline.tools.presets import available, use
 
 from .conftest import REPO
 
@@ -75,10 +75,10 @@ def test_estimate_times_the_profile_fast_path():
     """The estimator's step runs under the configured autocast and memory format."""
     import torch
 
-    from pipeline.engine import Accel, prepare_models
-    from pipeline.estimate import median_step_seconds
+    from pipeline.core.models import build_model
     from pipeline.methods.ce import CE
-    from pipeline.models import build_model
+    from pipeline.tools.estimate import median_step_seconds
+    from pipeline.train.engine import Accel, prepare_models
 
     seen = []
     model = build_model("resnet8", 10, 3)

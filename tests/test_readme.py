@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.readme import END, START, splice
+from pipeline.tools.readme import END, START, splice
 
 
 def test_splice_replaces_only_the_marked_block():

@@ -18,10 +18,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from pipeline.config import parse_params
-from pipeline.data import prepare
+from pipeline.core.config import parse_params
+from pipeline.prepare.datasets import prepare
 
 from .conftest import REPO, tiny_raw
+from .helpers import seed_runs
 
 pytestmark = pytest.mark.slow
 
@@ -111,8 +112,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_the_same_run(tmp_path, slow_raw, m
     run_id, steps, status = run_history(root)
     assert steps == [1, 2, 3, 4, 5] and status == "FINISHED"  # no gap, no duplicate
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [r.info.run_id for r in runs] == [run_id]  # no orphan run
+    assert [r.info.run_id for r in seed_runs(client)] == [run_id]  # no orphan run
 
 
 def test_sigint_finishes_the_step_checkpoints_and_exits_130(tmp_path, slow_raw, migrated_db,
@@ -161,8 +161,20 @@ def test_four_concurrent_stage_processes_lose_nothing(tmp_path, base_raw, migrat
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    every = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = [r for r in every if r.data.tags.get("ilkd_role") == "seed"]
     assert sorted(r.info.run_name for r in runs) == sorted(f"baselines@{m}-{s}" for m, s in jobs)
+    # seeds finishing at the same time still share exactly one parent run per method, whose
+    # metrics are the mean over its children's metrics.json
+    parents = {r.info.run_name: r for r in every if r.data.tags.get("ilkd_role") == "parent"}
+    assert sorted(parents) == ["baselines@ce", "baselines@confidence_penalty",
+                               "baselines@label_smoothing"]
+    ce_parent = parents["baselines@ce"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ce_parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["baselines@ce-0", "baselines@ce-1"]
+    accs = [read_metrics(root, f"ce-{s}")["test_acc"] for s in (0, 1)]
+    assert ce_parent.data.metrics["test_acc_mean"] == pytest.approx(sum(accs) / 2)
+    assert ce_parent.data.metrics["seeds"] == 2
     for run in runs:
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
@@ -227,7 +239,7 @@ def _teacher_mismatch(root: Path, raw: dict) -> list[str]:
     raw["teacher"]["model"]["width"] = 0.5
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     shutil.rmtree(root / "results")
-    return ["baselines", "--method", "kd", "--seed", "0"]
+    return ["kd_ablation", "--variant", "full", "--seed", "0"]
 
 
 def _corrupt_data(root: Path, raw: dict) -> list[str]:
@@ -257,7 +269,7 @@ OTHER_CASES = [
      "error: baselines: unknown method 'mixup'"),
     ("unknown variant", lambda r, w: ["kd_ablation", "--variant", "half", "--seed", "0"],
      "error: kd_ablation: unknown variant 'half'"),
-    ("missing teacher", lambda r, w: ["baselines", "--method", "kd", "--seed", "0"],
+    ("missing teacher", lambda r, w: ["kd_ablation", "--variant", "full", "--seed", "0"],
      "models/teacher/model.pt: teacher model not found"),
     ("teacher arch mismatch", _teacher_mismatch, "teacher is small_cnn (width 0.25) but"),
     ("corrupt prepared data", _corrupt_data, "data/prepared/data.npz: checksum mismatch"),
@@ -293,7 +305,7 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, base_raw, migrated_db, ca
     assert time.monotonic() - tic < 60  # fails before any training
     instance = args[2] if len(args) > 2 else None
     if instance:
-        folder = f"{args[0]}/{instance}-0" if args[0] == "baselines" else f"{args[0]}/{instance}"
+        folder = f"{args[0]}/{instance}-0" if "--seed" in args else f"{args[0]}/{instance}"
         assert not (root / "results" / folder).exists()
         assert not (root / "models" / folder).exists()
 

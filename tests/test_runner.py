@@ -10,11 +10,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import parse_params
-from pipeline.data import prepare
-from pipeline.errors import CheckpointError, TrackingError
-from pipeline.runner import RunSpec, load_teacher, run
-from pipeline.tracking import Tracker, check_reachable, resolve_tracking_uri
+from pipeline.core.config import parse_params
+from pipeline.core.errors import CheckpointError, TrackingError
+from pipeline.core.models import load_teacher
+from pipeline.core.runs import RunSpec
+from pipeline.core.tracking import Tracker, check_reachable, resolve_tracking_uri
+from pipeline.prepare.datasets import prepare
+from pipeline.train.runner import run
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def test_rerun_with_a_finished_checkpoint_reuses_the_run(workdir, mlflow_uri):
 def test_kd_without_teacher_fails_before_training(workdir):
     root, params = workdir
     with pytest.raises(CheckpointError, match=r"models/teacher/model\.pt: teacher model not found"):
-        run(RunSpec("baselines", "kd", seed=0), params, root)
+        run(RunSpec("kd_ablation", "kd", "full", seed=0), params, root)
     assert not (root / "results").exists()
 
 

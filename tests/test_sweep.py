@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.sweep import summarize_sweep
+from pipeline.results.sweep import summarize_sweep
 
 
 def _exp(name, tau, accs, val_nll):

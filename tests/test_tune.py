@@ -7,10 +7,10 @@ import copy
 import pytest
 import yaml
 
-from pipeline.config import parse_params
-from pipeline.errors import ConfigError
+from pipeline.core.config import parse_params
+from pipeline.core.errors import ConfigError
 from pipeline.results.selection import select, write_tuned
-from pipeline.tune import apply, search_space, trial_config, tuned_params
+from pipeline.train.tune import apply, search_space, trial_config, tuned_params
 
 
 @pytest.fixture

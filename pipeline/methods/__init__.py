@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..config import Params
-    from .base import Method
+    from pipeline.core.config import Params
+    from pipeline.methods.base import Method
 
 
 class Teacher(Enum):

@@ -7,9 +7,9 @@ what goes to MLflow is exactly what is optimised.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
@@ -27,6 +27,18 @@ class StepOutput:
     @property
     def loss(self) -> Tensor:
         return sum(self.terms.values())  # type: ignore[return-value]
+
+
+@dataclass
+class Report:
+    """What a method adds after training; the runner writes and logs it.
+
+    ``matrices``: file name -> class x class array (CSV); ``figures``: file name -> Figure.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    matrices: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 class Method(nn.Module):
@@ -56,9 +68,9 @@ class Method(nn.Module):
         """Method-specific per-epoch figures (reset after reading); none by default."""
         return {}
 
-    def report(self, data: Any, folder: Path) -> tuple[dict[str, float], list[Path]]:
-        """After training: extra final metrics and files (figures) to keep; none by default."""
-        return {}, []
+    def report(self, data: Any) -> Report:
+        """After training: extra final metrics, matrices and figures; none by default."""
+        return Report()
 
     def train(self, mode: bool = True) -> Method:
         self.models.train(mode)  # frozen helpers (teachers) stay in eval mode
@@ -72,6 +84,19 @@ class Method(nn.Module):
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y)
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Evaluate ``models``, then put each back in the mode it was in."""
+    before = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, before, strict=True):
+            m.train(mode)
 
 
 def freeze(model: nn.Module) -> nn.Module:

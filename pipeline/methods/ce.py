@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Method, StepOutput, cross_entropy
+from pipeline.methods.base import Method, StepOutput, cross_entropy
 
 
 class CE(Method):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Method, StepOutput, cross_entropy
+from pipeline.methods.base import Method, StepOutput, cross_entropy
 
 
 def entropy(logits: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ with the KD ablation's code. The loss has KD's convex form,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import IntrospectiveConfig
-from ..explain import gradcam_linear, input_gradients, similarity
-from .base import Method, StepOutput, cross_entropy
-from .targets import distillation, non_gt_transform
+from pipeline.core.config import IntrospectiveConfig
+from pipeline.methods.base import Method, Report, StepOutput, cross_entropy, eval_mode
+from pipeline.methods.explain import gradcam_linear, input_gradients, similarity
+from pipeline.methods.targets import distillation, non_gt_transform
 
 
 class Introspective(Method):
@@ -117,38 +116,34 @@ class Introspective(Method):
     def similarity_matrix(self, x: Tensor, y: Tensor, num_classes: int,
                           batch_size: int = 256) -> np.ndarray:
         """Mean (untransformed) self-explanation target per true class, eval mode."""
-        was_training = self.student.training
-        self.student.eval()
         sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-        with torch.enable_grad():
+        with eval_mode(self.student), torch.enable_grad():
             for i in range(0, len(y), batch_size):
                 xb, yb = x[i:i + batch_size], y[i:i + batch_size]
                 _, maps, classes = self.explain(xb, yb)
                 q = self.soft_targets(maps, classes, yb, num_classes).double().cpu()
                 sums.index_add_(0, yb.cpu(), q)
-        self.student.train(was_training)
         counts = torch.bincount(y.cpu(), minlength=num_classes).clamp_min(1).double()
         return (sums / counts[:, None]).numpy()
 
-    def report(self, data: Any, folder: Path) -> tuple[dict[str, float], list[Path]]:
-        from ..analysis import similarity_report
-        from ..report import explanation_grid, save_figure, similarity_heatmaps, write_matrix
+    def report(self, data: Any) -> Report:
+        """IL's learned class similarity (test split) and one explanation per class.
+
+        The comparison with the teacher's similarity is the aggregate stage's: IL never
+        depends on the teacher.
+        """
+        from pipeline.methods.analysis import similarity_report
+        from pipeline.train.report import explanation_grid, similarity_heatmaps
 
         x, y = data.batch("test", slice(None))
         classes = data.meta["classes"]
         il = self.similarity_matrix(x, y, len(classes))
-        # the comparison with the teacher's similarity is the aggregate stage's: IL never
-        # depends on the teacher
-        metrics = similarity_report(il, None, data.meta.get("groups"))
-        files = [folder / "similarity.csv", folder / "similarity.png", folder / "explanations.png"]
-        write_matrix(files[0], il, classes)
-        save_figure(similarity_heatmaps(il, None, classes, None), files[1])
-        first = [int((y == c).nonzero()[0]) for c in range(len(classes)) if (y == c).any()]
-        shown = first[:10]
-        self.student.eval()
-        with torch.enable_grad():
+        shown = [int((y == c).nonzero()[0]) for c in range(len(classes)) if (y == c).any()][:10]
+        with eval_mode(self.student), torch.enable_grad():
             _, maps, _ = self.explain(x[shown], y[shown])
-        self.student.train()
-        save_figure(explanation_grid(x[shown], y[shown], maps, classes, self.cfg.explainer),
-                    files[2])
-        return metrics, files
+        return Report(
+            metrics=similarity_report(il, None, data.meta.get("groups")),
+            matrices={"similarity.csv": il},
+            figures={"similarity.png": similarity_heatmaps(il, None, classes, None),
+                     "explanations.png": explanation_grid(x[shown], y[shown], maps, classes,
+                                                          self.cfg.explainer)})

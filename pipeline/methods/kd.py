@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Method, StepOutput, cross_entropy, freeze
-from .targets import distill
+from pipeline.methods.base import Method, StepOutput, cross_entropy, freeze
+from pipeline.methods.targets import distill
 
 
 class KD(Method):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import NON_GT_VARIANTS
+from pipeline.methods import NON_GT_VARIANTS
 
 
 def gt_mask(y: Tensor, num_classes: int) -> Tensor:

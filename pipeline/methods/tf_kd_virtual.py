@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Method, StepOutput, cross_entropy
-from .targets import distillation
+from pipeline.methods.base import Method, StepOutput, cross_entropy
+from pipeline.methods.targets import distillation
 
 
 def virtual_teacher(y: Tensor, num_classes: int, correct_prob: float) -> Tensor:

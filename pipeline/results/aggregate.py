@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..config import Params
-from ..methods import REGISTRY
+from pipeline.core.config import Params
+from pipeline.core.runs import RunSpec
+from pipeline.methods import REGISTRY
 
 METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
 LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
@@ -33,6 +34,10 @@ class Row:
     label: str
     stage: str
     name: str  # method (baselines) or variant (kd_ablation, introspective)
+
+    def spec(self, seed: int) -> RunSpec:
+        """The run behind this row for ``seed`` (its folder and MLflow run name)."""
+        return RunSpec.of(self.stage, self.name, seed)
 
 
 CE_ROW = Row("CE", "baselines", "ce")
@@ -100,7 +105,7 @@ def file_lookup(results: Path) -> Lookup:
     """Final metrics from ``results/<stage>/<name>-<seed>/metrics.json`` (DVC outputs)."""
 
     def lookup(row: Row, seed: int) -> dict | None:
-        path = results / row.stage / f"{row.name}-{seed}" / "metrics.json"
+        path = results / row.spec(seed).relative / "metrics.json"
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -120,7 +125,7 @@ def mlflow_lookup(runs: pd.DataFrame) -> Lookup:
     latest = latest_finished(runs)
 
     def lookup(row: Row, seed: int) -> dict | None:
-        name = f"{row.stage}@{row.name}-{seed}"
+        name = row.spec(seed).run_name
         if name not in latest.index:
             return None
         record = latest.loc[name]
@@ -233,7 +238,7 @@ def to_markdown(df: pd.DataFrame, title: str) -> str:
 def histories(results: Path, row: Row, seeds: Sequence[int]) -> list[pd.DataFrame]:
     frames = []
     for seed in seeds:
-        path = results / row.stage / f"{row.name}-{seed}" / "history.csv"
+        path = results / row.spec(seed).relative / "history.csv"
         if path.is_file():
             frames.append(pd.read_csv(path))
     return frames
@@ -243,7 +248,7 @@ def pooled_reliability(results: Path, row: Row, seeds: Sequence[int]) -> dict | 
     """Reliability bins pooled over seeds (counts add; accuracy/confidence count-weighted)."""
     parts = []
     for seed in seeds:
-        path = results / row.stage / f"{row.name}-{seed}" / "reliability.json"
+        path = results / row.spec(seed).relative / "reliability.json"
         if path.is_file():
             parts.append(json.loads(path.read_text()))
     if not parts:
@@ -281,13 +286,14 @@ def similarity_rows(results: Path, params: Params,
                     teacher: np.ndarray | None) -> pd.DataFrame:
     """Per IL run: Spearman rank correlation (off-diagonal) of its class similarity with the
     teacher's mean softmax, both on the test split."""
-    from ..analysis import off_diagonal
-    from ..report import read_matrix
+    from pipeline.methods.analysis import off_diagonal
+    from pipeline.train.report import read_matrix
 
     records = []
     for variant in params.introspective_ablation.variants:
         for seed in params.seeds:
-            path = results / "introspective" / f"{variant}-{seed}" / "similarity.csv"
+            spec = RunSpec.of("introspective", variant, seed)
+            path = results / spec.relative / "similarity.csv"
             if teacher is None or not path.is_file():
                 continue
             rho = stats.spearmanr(off_diagonal(read_matrix(path)), off_diagonal(teacher))
@@ -316,9 +322,9 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
     ``teacher_similarity``: the teacher's mean softmax per true class on the test split
     (the stage computes it from ``models/teacher``), compared with IL's own similarity.
     """
-    from ..io import atomic_write_text
-    from ..report import read_matrix, save_figure, similarity_heatmaps
-    from .figures import accuracy_bars, accuracy_curves, reliability_diagrams
+    from pipeline.core.io import atomic_write_text
+    from pipeline.results.figures import accuracy_bars, accuracy_curves, reliability_diagrams
+    from pipeline.train.report import read_matrix, save_figure, similarity_heatmaps
 
     seeds = params.seeds
     written: list[Path] = []
@@ -356,10 +362,11 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
         save_figure(reliability_diagrams(bins), path)
         written.append(path)
 
-    il_files = [results / "introspective" / f"full-{s}" for s in seeds]
+    il_files = [results / RunSpec.of("introspective", "full", s).relative
+                for s in seeds]
     il = [read_matrix(f / "similarity.csv") for f in il_files if (f / "similarity.csv").is_file()]
     if il:
-        from ..analysis import off_diagonal
+        from pipeline.methods.analysis import off_diagonal
 
         il_mean = np.mean(il, axis=0)
         rho = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..tune import TUNED_FILE
+from pipeline.train.tune import TUNED_FILE
 
 
 def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_tuned(best: dict[str, Any], methods: list[str], path: Path = TUNED_FILE) -> None:
     """Every tuned method gets a key (``{}``: train with the defaults), as DVC needs it."""
-    from ..io import atomic_write_text
+    from pipeline.core.io import atomic_write_text
 
     body: dict[str, Any] = {m: best[m]["overrides"] if m in best else {}
                             for m in sorted(methods)}

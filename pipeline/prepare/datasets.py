@@ -1,4 +1,4 @@
-"""Datasets, prepared once into one checksummed array file + ``meta.json``.
+"""Dataset sources, prepared once into one checksummed array file + ``meta.json``.
 
 All images are stored as uint8 ``(N, C, H, W)`` so every later stage loads the
 same bytes whatever the source (bundled digits, procedural synthetic images,
@@ -10,43 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, SyntheticConfig
-from .errors import DataError
-from .io import atomic_write_bytes, atomic_write_json
+from pipeline.core.config import DataConfig, SyntheticConfig
+from pipeline.core.errors import DataError
+from pipeline.core.io import atomic_write_bytes, atomic_write_json
+from pipeline.core.prepared import DATA_FILE, META_FILE, SPLITS
 
-PREPARED_DIR = Path("data/prepared")
-DATA_FILE = "data.npz"
-META_FILE = "meta.json"
-SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-
-
-@dataclass
-class Prepared:
-    """A prepared dataset held in memory (uint8 images, int64 labels)."""
-
-    arrays: dict[str, np.ndarray]
-    meta: dict
-
-    def x(self, split: str) -> np.ndarray:
-        return self.arrays[f"x_{split}"]
-
-    def y(self, split: str) -> np.ndarray:
-        return self.arrays[f"y_{split}"]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.meta["classes"])
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.meta["shape"][0])
 
 
 # ---------------------------------------------------------------- sources
@@ -258,26 +231,3 @@ def prepare(cfg: DataConfig, out_dir: str | Path) -> dict:
     atomic_write_bytes(out / DATA_FILE, blob)
     atomic_write_json(out / META_FILE, meta)
     return meta
-
-
-def load_prepared(path: str | Path) -> Prepared:
-    """Load and verify a prepared dataset; a mismatch names the file."""
-    path = Path(path)
-    data_file, meta_file = path / DATA_FILE, path / META_FILE
-    for f in (data_file, meta_file):
-        if not f.is_file():
-            raise DataError(f"{f}: prepared data not found; run `dvc repro prepare` first")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{meta_file}: not valid JSON ({exc})") from None
-    blob = data_file.read_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != meta.get("sha256"):
-        raise DataError(
-            f"{data_file}: checksum mismatch (file is corrupt or was edited); "
-            "rerun `dvc repro prepare` (or `dvc checkout`)"
-        )
-    with np.load(io.BytesIO(blob)) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return Prepared(arrays=arrays, meta=meta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from .errors import IlkdError
+from pipeline.core.errors import IlkdError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

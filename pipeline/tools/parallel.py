@@ -1,9 +1,10 @@
-"""Run the DVC pipeline with N workers in one workspace (``make repro J=N``).
+"""Run the DVC pipeline with N workers (``make repro J=N``), here or on a Dask cluster.
 
-    python -m pipeline.parallel -j 2                  # CPU: torch threads split among workers
-    python -m pipeline.parallel -j 8 --gpus 0,1,2,3   # 2 workers per GPU (CUDA_VISIBLE_DEVICES)
-    python -m pipeline.parallel -j 2 aggregate        # only what `aggregate` needs
-    python -m pipeline.parallel --dry                 # print the plan
+    python -m pipeline.tools.parallel -j 2                  # CPU: cores split among workers
+    python -m pipeline.tools.parallel -j 8 --gpus 0,1,2,3   # 2 workers per GPU
+    python -m pipeline.tools.parallel -j 2 aggregate        # only what `aggregate` needs
+    python -m pipeline.tools.parallel --dry                 # print the plan
+    python -m pipeline.tools.parallel -j 16 --cluster tcp://head:8786 --repo <git url>
 
 DVC runs stages one at a time. This walks DVC's own graph instead: it asks DVC which
 stages changed, adds everything downstream of them, and starts ``dvc --wait-for-lock
@@ -12,6 +13,11 @@ Each such process records its own stage in ``dvc.lock`` and the run-cache (the l
 their bookkeeping take turns; training runs concurrently). A final plain ``dvc repro``
 must then find nothing left to do. A failed stage stops new launches; running ones finish,
 everything finished stays recorded, and rerunning resumes. Logs: ``.dvc/tmp/parallel/``.
+
+With ``--cluster`` the same plan goes to a Dask cluster: each stage runs on a worker in its
+own clone at the current commit (``remote_stage``), upstream outputs come from the DVC
+remote's run-cache, MLflow goes to the shared ``MLFLOW_TRACKING_URI``; the final
+``dvc repro --pull`` here restores every stage and writes ``dvc.lock`` once.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .cli import main as cli_main
-from .errors import ConfigError
+from pipeline.core.cli import main as cli_main
+from pipeline.core.errors import ConfigError
 
 LOG_DIR = Path(".dvc/tmp/parallel")
+DVC = [sys.executable, "-m", "dvc"]
 
 
 @dataclass
@@ -84,7 +92,7 @@ def worker_env(slot: int, workers: int, gpus: list[str]) -> dict[str, str]:
 
 def prepare_tracking_store() -> None:
     """Create the local MLflow store once: parallel first-time migrations would collide."""
-    from .tracking import repo_root, resolve_tracking_uri
+    from pipeline.core.tracking import repo_root, resolve_tracking_uri
 
     uri = resolve_tracking_uri()
     if uri.startswith("sqlite:") and not (repo_root() / "mlflow.db").exists():
@@ -93,13 +101,94 @@ def prepare_tracking_store() -> None:
         MlflowClient(tracking_uri=uri).search_experiments()
 
 
-@dataclass
 class Job:
-    stage: str
-    slot: int
-    proc: subprocess.Popen
-    log: Path
-    started: float
+    """One running stage: a local process, or a task on a Dask cluster."""
+
+    def __init__(self, stage: str, log: Path, proc: subprocess.Popen | None = None,
+                 future: Any = None) -> None:
+        self.stage, self.log, self.proc, self.future = stage, log, proc, future
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        if self.proc is not None:
+            return self.proc.poll()
+        if not self.future.done():
+            return None
+        try:
+            code, text = self.future.result()
+        except Exception as exc:  # the worker died or the task raised
+            code, text = 1, f"{type(exc).__name__}: {exc}"
+        self.log.write_text(text)
+        return code
+
+    def wait(self) -> None:
+        if self.proc is not None:
+            self.proc.wait()
+
+
+def log_file(stage: str) -> Path:
+    return LOG_DIR / f"{stage.replace('@', '_').replace('/', '_')}.log"
+
+
+class LocalLauncher:
+    """``dvc --wait-for-lock repro -s <stage>`` in this workspace, one process per stage."""
+
+    def __init__(self, workers: int, gpus: list[str]) -> None:
+        self.workers, self.gpus = workers, gpus
+
+    def start(self, stage: str, slot: int) -> Job:
+        log = log_file(stage)
+        with log.open("w") as handle:
+            proc = subprocess.Popen([*DVC, "--wait-for-lock", "repro", "-s", stage],
+                                    stdout=handle, stderr=subprocess.STDOUT,
+                                    env=worker_env(slot, self.workers, self.gpus))
+        return Job(stage, log, proc=proc)
+
+
+def remote_stage(stage: str, repo: str, commit: str, env: dict[str, str]) -> tuple[int, str]:
+    """What a cluster worker does for one stage: a fresh clone at the run's commit restores
+    every upstream stage from the DVC remote's run-cache (``repro --pull``), runs its stage,
+    and pushes the outputs and run-cache back. Returns the exit code and the log."""
+    import tempfile
+
+    log: list[str] = []
+    # stage commands say `python`: the worker's own interpreter (its environment) runs them
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, **env, "PATH": path, "DVC_NO_ANALYTICS": "1"}
+    with tempfile.TemporaryDirectory(prefix="ilkd-stage-") as tmp:
+        steps = [["git", "clone", "-q", repo, tmp], ["git", "checkout", "-q", commit],
+                 [*DVC, "repro", "--pull", stage], [*DVC, "push", "--run-cache"]]
+        for cmd in steps:
+            done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+            log.append(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}")
+            if done.returncode != 0:
+                return done.returncode, "\n".join(log)
+    return 0, "\n".join(log)
+
+
+class DaskLauncher:
+    """Stages as tasks on a Dask cluster (``dask scheduler`` + ``dask worker`` on each
+    machine): each runs in its own clone at the current commit, the DVC remote carries the
+    data between machines, MLflow goes to ``MLFLOW_TRACKING_URI`` (a shared server)."""
+
+    def __init__(self, address: Any, repo: str) -> None:
+        from distributed import Client
+
+        commit = _git("rev-parse", "HEAD")
+        if _git("status", "--porcelain", "--untracked-files=no"):
+            raise ConfigError("the workspace has uncommitted changes: commit them (and push to "
+                              f"{repo}) so every worker runs the same code and params")
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            raise ConfigError("MLFLOW_TRACKING_URI: set it to the shared tracking server; "
+                              "workers cannot reach this machine's mlflow.db")
+        self.client = Client(address)
+        self.repo, self.commit = repo, commit
+        self.env = {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+
+    def start(self, stage: str, slot: int) -> Job:
+        future = self.client.submit(remote_stage, stage, self.repo, self.commit, self.env,
+                                    key=f"ilkd-{stage}-{time.time_ns()}", pure=False)
+        return Job(stage, log_file(stage), future=future)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -109,7 +198,11 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def execute(plan: Plan, workers: int, gpus: list[str], dvc: list[str]) -> list[str]:
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+
+
+def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
     """Run the plan; return the stages that failed (empty on success)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     total, done, failed = len(plan.order), set(), []
@@ -129,21 +222,16 @@ def execute(plan: Plan, workers: int, gpus: list[str], dvc: list[str]) -> list[s
                     free = [s for s in range(workers) if s not in running]
                     if not free:
                         break
-                    slot = free[0]
-                    log = LOG_DIR / f"{stage.replace('@', '_').replace('/', '_')}.log"
-                    with log.open("w") as handle:
-                        proc = subprocess.Popen([*dvc, "--wait-for-lock", "repro", "-s", stage],
-                                                stdout=handle, stderr=subprocess.STDOUT,
-                                                env=worker_env(slot, workers, gpus))
-                    running[slot] = Job(stage, slot, proc, log, time.monotonic())
+                    running[free[0]] = launcher.start(stage, free[0])
                     started.add(stage)
-                    print(f"[parallel] start {stage} (worker {slot}) — done {len(done)}/{total}, "
-                          f"running {len(running)}, left {total - len(started)}", flush=True)
+                    print(f"[parallel] start {stage} (worker {free[0]}) — done "
+                          f"{len(done)}/{total}, running {len(running)}, "
+                          f"left {total - len(started)}", flush=True)
             if not running:
                 break
             time.sleep(0.2)
             for slot, job in list(running.items()):
-                code = job.proc.poll()
+                code = job.poll()
                 if code is None:
                     continue
                 del running[slot]
@@ -158,35 +246,43 @@ def execute(plan: Plan, workers: int, gpus: list[str], dvc: list[str]) -> list[s
                           f"log: {job.log}; no new stages start", flush=True)
     except KeyboardInterrupt:
         for job in running.values():
-            job.proc.wait()
+            job.wait()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     for stage in failed:
-        log = LOG_DIR / f"{stage.replace('@', '_').replace('/', '_')}.log"
-        print(f"\n[parallel] {stage} failed; last lines of {log}:\n{_tail(log)}", file=sys.stderr)
+        print(f"\n[parallel] {stage} failed; last lines of {log_file(stage)}:\n"
+              f"{_tail(log_file(stage))}", file=sys.stderr)
     return failed
 
 
 def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
-        dry: bool = False) -> int:
-    dvc = [sys.executable, "-m", "dvc"]
+        dry: bool = False, cluster: str | None = None, repo: str | None = None) -> int:
     plan = make_plan(targets, force)
     if dry:
         for stage in plan.order:
             waits = ", ".join(sorted(plan.waits_for[stage])) or "-"
             print(f"{stage}  <- {waits}")
         return 0
-    print(f"[parallel] {len(plan.order)} stages to run with {workers} workers"
-          + (f" on GPUs {','.join(gpus)}" if gpus else ""), flush=True)
-    prepare_tracking_store()
+    if cluster:
+        launcher: Any = DaskLauncher(cluster, repo or str(Path.cwd()))
+        where = f"on the Dask cluster {cluster}"
+    else:
+        launcher = LocalLauncher(workers, gpus)
+        where = f"on GPUs {','.join(gpus)}" if gpus else "here"
+        prepare_tracking_store()
+    print(f"[parallel] {len(plan.order)} stages to run with {workers} workers {where}",
+          flush=True)
     tic = time.monotonic()
-    failed = execute(plan, workers, gpus, dvc)
+    failed = execute(plan, workers, launcher)
     if failed:
         print(f"[parallel] {len(failed)} failed: {', '.join(failed)}; finished stages are "
               "recorded, rerun to resume", file=sys.stderr)
         return 1
-    final = subprocess.run([*dvc, "repro", *targets], capture_output=True, text=True)
+    # locally every stage recorded itself; from a cluster this restores them all from the
+    # remote's run-cache and writes dvc.lock once. Either way nothing may be left to run.
+    final = subprocess.run([*DVC, "repro", *(["--pull"] if cluster else []), *targets],
+                           capture_output=True, text=True)
     reran = [line for line in final.stdout.splitlines() if line.startswith("Running stage")]
     if final.returncode != 0 or reran:
         print(final.stdout[-3000:] + final.stderr[-3000:], file=sys.stderr)
@@ -209,12 +305,16 @@ def entry(argv: list[str] | None = None) -> None:
                         help="workers sharing one GPU (small models fit several)")
     parser.add_argument("-f", "--force", action="store_true", help="rerun even unchanged stages")
     parser.add_argument("--dry", action="store_true", help="print the plan and exit")
+    parser.add_argument("--cluster", help="Dask scheduler address (tcp://host:8786): run the "
+                        "stages on its workers, each in its own clone")
+    parser.add_argument("--repo", help="with --cluster: the git URL workers clone "
+                        "(default: this workspace's path, for a shared file system)")
     args = parser.parse_args(argv)
     gpus = [g for g in args.gpus.split(",") if g] * args.per_gpu
     workers = args.jobs or max(1, len(gpus))
     if workers < 1:
         raise ConfigError("-j: need at least one worker")
-    sys.exit(run(args.targets, workers, gpus, args.force, args.dry))
+    sys.exit(run(args.targets, workers, gpus, args.force, args.dry, args.cluster, args.repo))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .config import Params, parse_params
-from .errors import ConfigError
+from pipeline.core.config import Params, parse_params
+from pipeline.core.errors import ConfigError
 
 TUNED_FILE = Path("params_tuned.yaml")
 TUNE_DIR = Path("results/tune")  # tune@<method> writes <method>/trial-<k>.json here

@@ -1,7 +1,7 @@
 """Summarise a DVC experiment grid (``dvc exp run --queue -S ...``) as one table.
 
     dvc exp show -A --json > exps.json
-    python -m pipeline.sweep exps.json --stage introspective --variant full --prefix il-
+    python -m pipeline.results.sweep exps.json --stage introspective --variant full --prefix il-
 
 Rows are experiments, sorted by mean *validation* accuracy (ties: lower val NLL):
 hyper-parameters are chosen on validation data, never on the test split.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import flatten
+from pipeline.core.config import flatten
 
 SHOWN = ("val_acc", "val_nll", "test_acc", "test_nll", "test_ece", "target_gt_prob")
 

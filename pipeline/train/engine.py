@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import distributed
-from .augment import random_crop_flip
-from .config import RuntimeConfig, TrainConfig
-from .data import Prepared
-from .errors import CheckpointError, TrainingDiverged
-from .io import atomic_torch_save
-from .methods.base import Method
-from .metrics import classification_metrics
+from pipeline.core.config import RuntimeConfig, TrainConfig
+from pipeline.core.errors import CheckpointError, TrainingDiverged
+from pipeline.core.io import atomic_torch_save
+from pipeline.core.metrics import classification_metrics
+from pipeline.core.prepared import Prepared
+from pipeline.methods.base import Method, StepOutput, eval_mode
+from pipeline.train import distributed
+from pipeline.train.augment import random_crop_flip
+from pipeline.train.sgd import SGD
 
 CHECKPOINT_VERSION = 1
 
@@ -43,7 +44,7 @@ CHECKPOINT_VERSION = 1
 def select_device(runtime: RuntimeConfig) -> torch.device:
     if runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from .errors import ConfigError
+            from pipeline.core.errors import ConfigError
 
             raise ConfigError("runtime.device: 'cuda' requested but no CUDA device is available")
         return torch.device("cuda", torch.cuda.current_device())
@@ -144,14 +145,11 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 @torch.no_grad()
 def predict(model: nn.Module, data: DeviceData, split: str, batch_size: int,
             accel: Accel = Accel()) -> Tensor:
-    was_training = model.training
-    model.eval()
     logits = []
-    with accel.autocast(data.device):
+    with eval_mode(model), accel.autocast(data.device):
         for i in range(0, data.size(split), batch_size):
             x = data.batch(split, slice(i, i + batch_size))[0]
             logits.append(model(x.contiguous(memory_format=accel.memory_format)).float())
-    model.train(was_training)
     return torch.cat(logits)
 
 
@@ -227,6 +225,79 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 EpochCallback = Callable[[dict[str, float]], None]
 
 
+@dataclass
+class Position:
+    """Where a run is inside an epoch: its sample order, the next step, the running sums.
+
+    Saved at a mid-epoch stop, so a resumed run continues on the same batches.
+    """
+
+    order: Tensor
+    step: int = 0
+    sums: dict[str, Any] = field(default_factory=dict)  # on the device: no sync per step
+    correct: Any = 0.0
+
+    @classmethod
+    def new_epoch(cls, n: int, generator: torch.Generator, device: torch.device) -> Position:
+        return cls(torch.randperm(n, generator=generator).to(device))
+
+    def add(self, out: StepOutput, loss: Tensor, y: Tensor, weight: float) -> None:
+        for name, value in {"loss": loss, **out.terms, **out.stats}.items():
+            key = f"train_{name}"
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().double() * weight
+        self.correct = self.correct + out.logits.detach().argmax(1).eq(y).sum()
+
+    def saved(self) -> dict[str, Any]:
+        return {"step": self.step, "order": self.order.cpu(), "sums": _floats(self.sums),
+                "correct": float(self.correct)}
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], device: torch.device) -> Position:
+        return cls(saved["order"].to(device), saved["step"], dict(saved["sums"]),
+                   saved["correct"])
+
+
+@dataclass
+class TrainState:
+    """Everything a stopped run needs to continue bit for bit (checkpoint = ``snapshot()``)."""
+
+    method: Method
+    optimizer: SGD
+    scaler: torch.amp.GradScaler  # fp16 loss scaling; a no-op otherwise
+    generator: torch.Generator  # batch order and augmentation
+    extra: dict[str, Any]  # the caller's, e.g. the MLflow run id
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0  # finished epochs
+
+    @classmethod
+    def create(cls, method: Method, cfg: TrainConfig, seed: int, device: torch.device,
+               accel: Accel, extra: dict[str, Any] | None) -> TrainState:
+        params = [p for p in method.models.parameters() if p.requires_grad]
+        optimizer = SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                        weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler(device.type, enabled=accel.amp == torch.float16)
+        return cls(method, optimizer, scaler, torch.Generator().manual_seed(seed), extra or {})
+
+    def snapshot(self, position: Position | None = None) -> dict[str, Any]:
+        return {"models": self.method.models.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "epoch": self.epoch, "history": list(self.history),
+                "rng": _rng_state(self.generator), "extra": self.extra,
+                "partial": position.saved() if position else None}
+
+    def restore(self, saved: dict[str, Any], device: torch.device) -> Position | None:
+        """Load a snapshot; the position inside an interrupted epoch, if it stopped in one."""
+        self.method.models.load_state_dict(saved["models"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        _set_rng_state(saved["rng"], self.generator)
+        self.history, self.epoch = list(saved["history"]), int(saved["epoch"])
+        partial = saved.get("partial")
+        return Position.from_saved(partial, device) if partial else None
+
+
 def fit(
     method: Method,
     data: DeviceData,
@@ -247,119 +318,90 @@ def fit(
     every checkpoint as-is. ``on_epoch`` receives each finished epoch's row.
     """
     prepare_models(method, data.device, accel)
-    params = [p for p in method.models.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
-    scaler = torch.amp.GradScaler(data.device.type, enabled=accel.amp == torch.float16)
-    generator = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    start = 0
-    if resume is not None:
-        method.models.load_state_dict(resume["models"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        _set_rng_state(resume["rng"], generator)
-        history = list(resume["history"])
-        start = int(resume["epoch"])
-        if start < cfg.epochs:
-            print(f"[ilkd] {label}: resuming after epoch {start}/{cfg.epochs}")
-
-    rank, world = distributed.rank_world()
-    n = data.size("train")
-    steps = math.ceil(n / cfg.batch_size)
-    partial = (resume or {}).get("partial")
+    state = TrainState.create(method, cfg, seed, data.device, accel, extra)
+    position = state.restore(resume, data.device) if resume is not None else None
+    if resume is not None and state.epoch < cfg.epochs:
+        print(f"[ilkd] {label}: resuming after epoch {state.epoch}/{cfg.epochs}")
+    rank, _ = distributed.rank_world()
+    save = checkpoint.save if checkpoint is not None and rank == 0 else None
     with StopRequest() as stop:
-        for epoch in range(start, cfg.epochs):
+        for epoch in range(state.epoch, cfg.epochs):
             tic = time.perf_counter()
-            lr = lr_at(cfg, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            method.train()
-            if partial is not None:  # resume inside an interrupted epoch
-                order = partial["order"].to(data.device)
-                first, sums, correct = partial["step"], dict(partial["sums"]), partial["correct"]
-                partial = None
-            else:
-                order = torch.randperm(n, generator=generator).to(data.device)
-                first, sums, correct = 0, {}, 0.0
-            bar = tqdm(range(first, steps), desc=f"{label} {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=None if progress else True)
-            for i in bar:
-                x, y = data.batch("train", order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-                x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, generator)
-                if world > 1:  # every rank drew the same global batch; train on its shard
-                    x, y = x[rank::world], y[rank::world]
-                x = x.contiguous(memory_format=accel.memory_format)
-                with accel.autocast(data.device):
-                    out = method.step(x, y, epoch)
-                loss = out.loss
-                diverged = not torch.isfinite(loss.detach())
-                if world > 1:
-                    diverged = distributed.any_rank(diverged, data.device)
-                if diverged:
-                    terms = {k: float(v.detach()) for k, v in out.terms.items()}
-                    raise TrainingDiverged(
-                        f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} ({terms}); "
-                        "lower train.lr or check the method's params"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if world > 1:
-                    distributed.average_gradients(params, world)
-                scaler.step(optimizer)
-                scaler.update()
-                # running sums stay on the device (float64): no host sync per loss term
-                weight = len(y) / n
-                logged = {"loss": loss, **out.terms, **out.stats}
-                for name, value in logged.items():
-                    key = f"train_{name}"
-                    sums[key] = sums.get(key, 0.0) + value.detach().double() * weight
-                correct = correct + out.logits.detach().argmax(1).eq(y).sum()
-                stopping = stop.requested
-                if world > 1:
-                    stopping = distributed.any_rank(stopping, data.device)
-                if stopping:
-                    if checkpoint is not None and rank == 0:
-                        checkpoint.save(_state(method, optimizer, scaler, epoch, history,
-                                               generator, extra, {"step": i + 1, "order": order.cpu(),
-                                                       "sums": _floats(sums),
-                                                       "correct": float(correct)}))
-                    raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
-                                            f"step {i + 1}/{steps}")
-            if world > 1:
-                sums = distributed.sum_over_ranks(sums, data.device)
-                correct = distributed.sum_over_ranks({"c": correct}, data.device)["c"]
-                distributed.sync_buffers(method.models)
-            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **_floats(sums),
-                                     "train_acc": 100.0 * float(correct) / n}
-            row.update(method.epoch_metrics())
-            row.update(evaluate(method, data, cfg.eval_batch_size, accel))
+            position = position or Position.new_epoch(data.size("train"), state.generator,
+                                                      data.device)
+            lr = train_epoch(state, data, cfg, epoch, position, stop, save, accel, progress, label)
+            row = {"epoch": epoch + 1, "lr": lr, **_floats(position.sums),
+                   "train_acc": 100.0 * float(position.correct) / data.size("train"),
+                   **method.epoch_metrics(), **evaluate(method, data, cfg.eval_batch_size, accel)}
             row["epoch_time_s"] = time.perf_counter() - tic
-            history.append(row)
+            state.history.append(row)
+            state.epoch, position = epoch + 1, None
             if rank == 0:
-                if checkpoint is not None:
-                    checkpoint.save(_state(method, optimizer, scaler, epoch + 1, history,
-                                           generator, extra))
+                if save:
+                    save(state.snapshot())
                 if on_epoch is not None:
                     on_epoch(row)
                 print(_summary(label, epoch, cfg.epochs, row), flush=True)
-    return history
+    return state.history
+
+
+def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: int,
+                position: Position, stop: StopRequest,
+                save: Callable[[dict[str, Any]], None] | None, accel: Accel, progress: bool,
+                label: str) -> float:
+    """The optimisation steps of one epoch from ``position``; returns the epoch's lr.
+
+    Under torchrun every rank draws the same global batch and trains on its shard; the
+    running sums and BatchNorm buffers are reduced at the end.
+    """
+    method, optimizer, scaler = state.method, state.optimizer, state.scaler
+    rank, world = distributed.rank_world()
+    n, lr = data.size("train"), lr_at(cfg, epoch)
+    steps = math.ceil(n / cfg.batch_size)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    method.train()
+    bar = tqdm(range(position.step, steps), desc=f"{label} {epoch + 1}/{cfg.epochs}",
+               leave=False, disable=None if progress else True)
+    for i in bar:
+        x, y = data.batch("train", position.order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+        x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, state.generator)
+        if world > 1:
+            x, y = x[rank::world], y[rank::world]
+        with accel.autocast(data.device):
+            out = method.step(x.contiguous(memory_format=accel.memory_format), y, epoch)
+        loss = out.loss
+        if _any_rank(not torch.isfinite(loss.detach()), world, data.device):
+            terms = {k: float(v.detach()) for k, v in out.terms.items()}
+            raise TrainingDiverged(f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} "
+                                   f"({terms}); lower train.lr or check the method's params")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if world > 1:
+            distributed.average_gradients(optimizer.param_groups[0]["params"], world)
+        scaler.step(optimizer)
+        scaler.update()
+        position.add(out, loss, y, len(y) / n)
+        position.step = i + 1
+        if _any_rank(stop.requested, world, data.device):
+            if save:
+                save(state.snapshot(position))
+            raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
+                                    f"step {i + 1}/{steps}")
+    if world > 1:
+        position.sums = distributed.sum_over_ranks(position.sums, data.device)
+        position.correct = distributed.sum_over_ranks({"c": position.correct}, data.device)["c"]
+        distributed.sync_buffers(method.models)
+    return lr
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """A stop or divergence decision every rank takes together (no rank left waiting)."""
+    return distributed.any_rank(flag, device) if world > 1 else bool(flag)
 
 
 def _floats(sums: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sums.items()}
-
-
-def _state(method: Method, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-           epoch: int, history: list[dict[str, float]], generator: torch.Generator,
-           extra: dict[str, Any] | None, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to continue bit-for-bit; ``partial`` marks a mid-epoch stop."""
-    return {"models": method.models.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "epoch": epoch, "history": list(history), "rng": _rng_state(generator),
-            "extra": extra or {}, "partial": partial}
 
 
 class StopRequest:

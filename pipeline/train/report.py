@@ -33,7 +33,7 @@ def training_curves(history: Sequence[dict[str, float]], title: str) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path) -> None:
     """Write a PNG atomically and close the figure."""
-    from .io import atomic_write
+    from pipeline.core.io import atomic_write
 
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     plt.close(fig)
@@ -95,7 +95,7 @@ def explanation_grid(images, labels, maps, classes: Sequence[str], explainer: st
 
 def write_matrix(path: str | Path, matrix, classes: Sequence[str]) -> None:
     """A class x class matrix as CSV (rows: true class)."""
-    from .io import atomic_write_text
+    from pipeline.core.io import atomic_write_text
 
     header = "true_class," + ",".join(classes)
     rows = [f"{c}," + ",".join(f"{v:.6f}" for v in row) for c, row in zip(classes, matrix,

@@ -1,7 +1,7 @@
 """Switch the active profile: ``presets/<name>.yaml`` becomes ``params.yaml``.
 
-    python -m pipeline.presets list
-    python -m pipeline.presets use paper-cifar10      # what `make preset P=...` runs
+    python -m pipeline.tools.presets list
+    python -m pipeline.tools.presets use paper-cifar10      # what `make preset P=...` runs
 
 The preset is validated first; ``params.yaml`` is replaced atomically, so DVC
 sees an ordinary params change and reruns exactly what it touches.
@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import main as cli_main
-from .config import load_params
-from .errors import ConfigError
-from .io import atomic_write_text
+from pipeline.core.cli import main as cli_main
+from pipeline.core.config import load_params
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_write_text
 
 PRESETS = Path("presets")
 
@@ -41,7 +41,7 @@ def entry(argv: list[str] | None = None) -> None:
     elif args[:1] == ["list"]:
         print("\n".join(available()))
     else:
-        raise ConfigError("usage: python -m pipeline.presets list | use <name>")
+        raise ConfigError("usage: python -m pipeline.tools.presets list | use <name>")
 
 
 if __name__ == "__main__":

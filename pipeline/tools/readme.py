@@ -1,6 +1,6 @@
 """Copy the generated tables into README.md between two markers (never typed by hand).
 
-    python -m pipeline.readme        # after `dvc repro`; `make readme` does both
+    python -m pipeline.tools.readme        # after `dvc repro`; `make readme` does both
 """
 
 from __future__ import annotations

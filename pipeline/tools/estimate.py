@@ -1,7 +1,7 @@
 """How many training runs the current ``params.yaml`` asks for, and the device-hours.
 
-    python -m pipeline.estimate                  # measures a few steps of each run kind here
-    python -m pipeline.estimate --steps 5
+    python -m pipeline.tools.estimate                  # measures a few steps of each run kind here
+    python -m pipeline.tools.estimate --steps 5
 
 Each kind of run (teacher, CE-like student, KD, DML, IL with the configured
 explainer) is timed for a few optimisation steps on random data of the
@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from .cli import main as cli_main
-from .config import Params, load_params
-from .engine import Accel, accel_for, configure_runtime, prepare_models
-from .methods import build_method
-from .methods.base import Method
-from .models import build_model
+from pipeline.core.cli import main as cli_main
+from pipeline.core.config import Params, load_params
+from pipeline.core.models import build_model
+from pipeline.methods import build_method
+from pipeline.methods.base import Method
+from pipeline.train.engine import Accel, accel_for, configure_runtime, prepare_models
 
 PLAIN = Accel()  # fp32, contiguous, eager
 

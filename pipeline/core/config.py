@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
-from .methods import REGISTRY, Teacher
+from pipeline.core.errors import ConfigError
+from pipeline.methods import REGISTRY, Teacher
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -113,7 +113,7 @@ class ModelConfig(Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, value: str) -> str:
-        from .models import check_arch
+        from pipeline.core.models import check_arch
 
         check_arch(value)
         return value
@@ -231,7 +231,7 @@ class IntrospectiveAblationConfig(Section):
 
 
 class TuneConfig(Section):
-    """Equal-budget tuning on the validation split (see ``pipeline.tune``)."""
+    """Equal-budget tuning on the validation split (see ``pipeline.train.tune``)."""
 
     enabled: bool = True
     seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))] = [100]

@@ -11,16 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import CheckpointError, ConfigError
+from pipeline.core.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    from .config import ModelConfig
+    from pipeline.core.config import ModelConfig
 
 TEACHER_FILE = Path("models/teacher/model.pt")  # the teacher stage's trained model
 
@@ -199,8 +199,11 @@ def build_model(name: str, num_classes: int, in_channels: int, width: float = 1.
 
 
 def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
-                 expected: ModelConfig) -> torch.nn.Module:
-    """Load the frozen teacher, checking it was trained on this data with this arch."""
+                 expected: ModelConfig, with_run: bool = False) -> Any:
+    """Load the frozen teacher, checking it was trained on this data with this arch.
+
+    ``with_run``: also return the MLflow run id that trained it (None if unknown).
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` first")
     try:
@@ -217,7 +220,7 @@ def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
         raise CheckpointError(f"{path}: teacher was trained on other data; rerun `dvc repro teacher`")
     model = build_model(meta["arch"], num_classes, in_channels, meta["width"])
     model.load_state_dict(saved["state_dict"]["student"])
-    return model
+    return (model, meta.get("mlflow_run_id")) if with_run else model
 
 
 def count_parameters(model: nn.Module) -> int:

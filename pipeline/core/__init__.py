@@ -1,0 +1,1 @@
+"""What every stage shares: params, errors, atomic files, tracking, metrics, models, prepared data."""

@@ -1,0 +1,1 @@
+"""The ``prepare`` stage's dataset sources and splits."""

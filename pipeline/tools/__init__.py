@@ -1,0 +1,1 @@
+"""Command-line tools around the pipeline: presets, estimate, parallel runner, README splice."""

@@ -1,0 +1,216 @@
+"""One training run of one DVC stage instance, from params to outputs.
+
+``run(spec, params)`` does, in order: every check that can fail on bad input
+(prepared data, teacher, params, checkpoint) in :func:`setup`, then opens (or
+reopens) the MLflow run, trains through the engine with per-epoch checkpoints,
+and writes the DVC outputs atomically, logging the same files to MLflow. Paths
+are relative to ``root`` (the repo, where DVC runs the stage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import ModelConfig, Params, TrainConfig, fingerprint, flatten
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_torch_save, atomic_write_csv, atomic_write_json
+from pipeline.core.metrics import reliability_bins
+from pipeline.core.models import TEACHER_FILE, build_model, load_teacher
+from pipeline.core.prepared import PREPARED_DIR, Prepared, load_prepared
+from pipeline.core.runs import RunSpec
+from pipeline.core.tracking import RUN_FILE, NullTracker, Tracker, update_parent
+from pipeline.methods import REGISTRY, Teacher, build_method
+from pipeline.methods.base import Method
+from pipeline.train import distributed, engine
+from pipeline.train.report import save_figure, training_curves, write_matrix
+
+NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
+VARIANT_NOTES = {
+    "full": "", "uniform_non_gt": "control: uniform non-GT mass (class similarity removed)",
+    "shuffled_non_gt": "control: shuffled non-GT mass (class similarity destroyed)",
+    "target_only": "target-class part only (TCKD)",
+    "non_target_only": "non-target part only (NCKD)"}
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, checked before the first training step."""
+
+    spec: RunSpec
+    params: Params
+    root: Path
+    prepared: Prepared
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    method: Method
+    logged: dict[str, Any]  # the params sections this run reads (MLflow params)
+    checkpoint: engine.Checkpoint
+    resume: dict[str, Any] | None
+    teacher_run: str | None  # the MLflow run of the teacher a KD run distils
+
+    def path(self, kind: str) -> Path:
+        return self.root / self.spec.folder(kind)
+
+
+def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
+    if spec.method not in REGISTRY:
+        raise ConfigError(f"unknown method '{spec.method}' (known: {', '.join(REGISTRY)})")
+    prepared = load_prepared(root / PREPARED_DIR)
+    model_cfg, train_cfg = ((params.teacher.model, params.teacher.train)
+                            if spec.stage == "teacher" else
+                            (params.student.model, params.student.train))
+    teacher, teacher_sha, teacher_run = None, None, None
+    if REGISTRY[spec.method].teacher is Teacher.REQUIRED:
+        teacher, teacher_run = load_teacher(root / TEACHER_FILE, prepared.meta["sha256"],
+                                            prepared.num_classes, prepared.in_channels,
+                                            params.teacher.model, with_run=True)
+        teacher_sha = hashlib.sha256((root / TEACHER_FILE).read_bytes()).hexdigest()
+    engine.seed_everything(spec.seed)
+    method = build_method(spec.method, params, lambda: build_model(
+        model_cfg.arch, prepared.num_classes, prepared.in_channels, model_cfg.width),
+        teacher, spec.variant)
+    sections = {"data": params.data, "runtime": params.runtime, "model": model_cfg,
+                "train": train_cfg, spec.method: getattr(params, spec.method)}
+    logged = {k: v.model_dump(mode="json") for k, v in sections.items()}
+    run_hash = fingerprint(logged, spec.__dict__, prepared.meta["sha256"], teacher_sha)
+    checkpoint = engine.Checkpoint(root / spec.folder("checkpoints") / "last.pt", run_hash)
+    return Setup(spec, params, root, prepared, model_cfg, train_cfg, method, logged,
+                 checkpoint, checkpoint.load(), teacher_run)
+
+
+def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, Any]:
+    """Train one stage instance; returns its final metrics."""
+    s = setup(spec, params, root or Path())
+    rank, world = distributed.setup()
+    device = engine.configure_runtime(params.runtime)
+    accel = engine.accel_for(params.runtime, device)
+    with open_tracker(s, device, rank, world) as tracker:
+        data = engine.DeviceData(s.prepared, device)
+        extra = {"run_id": tracker.run_id, "model_ids": tracker.model_ids}
+        history = engine.fit(s.method, data, s.train_cfg, spec.seed, checkpoint=s.checkpoint,
+                             resume=s.resume, extra=extra,
+                             on_epoch=tracker.log_epoch, progress=params.runtime.progress,
+                             label=spec.run_name, accel=accel)
+        metrics = final_metrics(history, spec)
+        if rank == 0:
+            metrics.update(write_report(s, data, tracker, metrics["epochs"]))
+            write_outputs(s, data, history, metrics, tracker, accel)
+    if rank == 0 and spec.stage != "teacher":
+        update_parent(tracker.client, tracker.experiment_id, tracker.run_id, group_of(spec),
+                      group_of(spec), metrics)
+    distributed.cleanup()
+    return metrics
+
+
+def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | NullTracker:
+    """The run's MLflow run (rank 0 only); a resumed run logs the epochs it missed."""
+    if rank != 0:
+        return NullTracker()
+    spec = s.spec
+    tags = {"stage": spec.stage, "method": spec.method, "variant": spec.variant,
+            "seed": str(spec.seed), "instance": spec.run_name,
+            "params_hash": s.checkpoint.fingerprint, "profile": s.params.profile,
+            "dataset": s.prepared.meta["dataset"], "device": device.type,
+            "world_size": str(world), "ilkd_group": group_of(spec), "ilkd_role": "seed"}
+    tracker = Tracker(f"ilkd-{s.params.profile}-{s.prepared.meta['dataset']}", spec.run_name,
+                      tags, {**flatten(s.logged), "seed": spec.seed},
+                      run_id=(s.resume or {}).get("extra", {}).get("run_id"),
+                      description=describe(spec))
+    if s.teacher_run:  # the exact teacher this run distils: its run and registered version
+        tracker.set_tags({"teacher_run_id": s.teacher_run, "teacher_model_version":
+                          tracker.model_version(teacher_model_name(s.params), s.teacher_run)})
+    if spec.stage != "tune":  # the reported runs' models, browsable on the Models page
+        tracker.open_models(list(s.method.evaluated()), spec.run_name,
+                            (s.resume or {}).get("extra", {}).get("model_ids"))
+    if s.resume is not None:
+        tracker.sync(s.resume["history"])
+    else:
+        tracker.log_dataset(s.prepared.meta, str(PREPARED_DIR))
+    if world > 1:
+        print(f"[ilkd] {spec.run_name}: world size {world}, global batch "
+              f"{s.train_cfg.batch_size} split across ranks", flush=True)
+    return tracker
+
+
+def teacher_model_name(params: Params) -> str:
+    """The Model Registry entry of the teacher: a new version each time it is retrained."""
+    return f"ilkd-{params.profile}-teacher"
+
+
+def group_of(spec: RunSpec) -> str:
+    """The runs that differ only by seed: ``baselines@ce``, ``tune@kd/trial-2``."""
+    name = spec.variant if spec.stage in ("kd_ablation", "introspective") else spec.method
+    return f"{spec.stage}@{spec.group + '/' if spec.group else ''}{name}"
+
+
+def describe(spec: RunSpec) -> str:
+    """One line for the run page: what the run is and which table row it feeds."""
+    info = REGISTRY[spec.method]
+    what = info.label if spec.variant == "full" else \
+        f"{info.short or info.label}, {VARIANT_NOTES[spec.variant]}"
+    feeds = {"teacher": "the teacher that KD distils (T1, T3)",
+             "baselines": "default recipe (T2/T3)",
+             "kd_ablation": "T1" + (" and T3's KD row" if spec.variant == "full" else ""),
+             "introspective": "T4" + (" and IL's rows in T2/T3" if spec.variant == "full" else ""),
+             "tuned": "tuned recipe (T2/T3 '(tuned)' row)",
+             "tune": f"tuning {spec.group.split('/')[-1]} (validation split only)"}[spec.stage]
+    return f"{what}: {feeds}, seed {spec.seed}"
+
+
+def final_metrics(history: list[dict[str, float]], spec: RunSpec) -> dict[str, Any]:
+    last = history[-1]
+    metrics: dict[str, Any] = {k: v for k, v in last.items()
+                               if k not in NOT_FINAL_METRICS and not k.startswith("train_")}
+    metrics.update(train_acc=last["train_acc"], train_loss=last["train_loss"],
+                   epochs=int(last["epoch"]), seed=spec.seed)
+    return metrics
+
+
+def write_report(s: Setup, data: engine.DeviceData, tracker: Tracker,
+                 epochs: int) -> dict[str, float]:
+    """The method's own after-training report (IL: similarity matrix, explanations)."""
+    report = s.method.report(data)
+    folder = s.path("results")
+    for name, matrix in report.matrices.items():
+        write_matrix(folder / name, matrix, data.meta["classes"])
+        tracker.log_artifact(folder / name)
+    for name, figure in report.figures.items():
+        save_figure(figure, folder / name)
+        tracker.log_artifact(folder / name)
+    if report.metrics:
+        tracker.log_metrics(report.metrics, step=epochs)
+    return report.metrics
+
+
+def write_outputs(s: Setup, data: engine.DeviceData, history: list[dict[str, float]],
+                  metrics: dict[str, Any], tracker: Tracker, accel: engine.Accel) -> None:
+    """DVC outputs (each atomic), then the same files as MLflow artifacts and logged models."""
+    spec, method, results = s.spec, s.method, s.path("results")
+    model_file = s.path("models") / "model.pt"
+    atomic_torch_save(model_file, {
+        "state_dict": {k: m.state_dict() for k, m in method.models.items()},
+        "meta": {"arch": s.model_cfg.arch, "width": s.model_cfg.width,
+                 "data_sha256": s.prepared.meta["sha256"], "method": spec.method,
+                 "variant": spec.variant, "seed": spec.seed, "mlflow_run_id": tracker.run_id},
+    })
+    atomic_write_csv(results / "history.csv", history)
+    model = next(iter(method.evaluated().values()))  # DML: peer0
+    logits = engine.predict(model, data, "test", 1024, accel)
+    atomic_write_json(results / "reliability.json",
+                      reliability_bins(logits.softmax(1), data.y["test"]))
+    save_figure(training_curves(history, spec.run_name), results / "curves.png")
+    atomic_write_json(results / RUN_FILE, {**tracker.describe(), "run_name": spec.run_name})
+    atomic_write_json(results / "metrics.json", metrics)
+    for name in ("metrics.json", "history.csv", "curves.png", "reliability.json"):
+        tracker.log_artifact(results / name)
+    tracker.log_artifact(model_file, "model")
+    example = data.batch("test", slice(0, 2))[0].float().cpu().numpy()
+    registered = teacher_model_name(s.params) if spec.stage == "teacher" else None
+    for name in tracker.model_ids:
+        tracker.log_model(method.evaluated()[name].cpu().eval(), name, example, registered)
+
+
+__all__ = ["RunSpec", "run"]
