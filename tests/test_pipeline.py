@@ -130,6 +130,7 @@ def test_mlflow_runs_table_columns_and_tree(project):
     # the logged model of a run reproduces its metrics.json test accuracy
     prepared = load_prepared(root / "data/prepared")
     data = DeviceData(prepared, __import__("torch").device("cpu"))
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     for name, folder in (("baselines@ce-0", "baselines/ce-0"), ("teacher", "teacher")):
         (output,) = runs[name].outputs.model_outputs
         model = mlflow.pytorch.load_model(f"models:/{output.model_id}")
@@ -143,7 +144,7 @@ def test_mlflow_runs_table_columns_and_tree(project):
     # the teacher is registered; the KD runs name the version they distilled
     (version,) = client.search_model_versions("name = 'ilkd-quick-teacher'")
     assert version.run_id == runs["teacher"].info.run_id
-    assert runs["kd_ablation@full-0"].data.tags["teacher_model_version"] == version.version
+    assert runs["kd_ablation@full-0"].data.tags["teacher_model_version"] == str(version.version)
 
     # one parent per group, seeds as children, parent metrics = the children's mean
     parents = [r for r in _runs(root) if r.data.tags.get("ilkd_role") == "parent"]

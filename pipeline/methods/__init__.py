@@ -52,6 +52,7 @@ class MethodInfo:
     short: str = ""  # prefix of its variant rows (T1: "KD uniform non-GT")
     teacher: Teacher = Teacher.NONE
     variants: tuple[str, ...] = ("full",)
+    table: str = "T2"  # T2 (regularizers, self-distillation) or T3 (peers, teachers)
 
     def variant_label(self, variant: str) -> str:
         return f"{self.short or self.label} {VARIANT_LABELS[variant]}"
@@ -65,8 +66,8 @@ _METHODS = (
     MethodInfo("label_smoothing", "LabelSmoothing", "label smoothing"),
     MethodInfo("confidence_penalty", "ConfidencePenalty", "confidence penalty"),
     MethodInfo("tf_kd_virtual", "TFKDVirtual", "teacher-free KD (virtual teacher)"),
-    MethodInfo("dml", "DML", "DML (2 peers)"),
-    MethodInfo("kd", "KD", "KD from a teacher", "KD", Teacher.REQUIRED, KD_VARIANTS),
+    MethodInfo("dml", "DML", "DML (2 peers)", table="T3"),
+    MethodInfo("kd", "KD", "KD from a teacher", "KD", Teacher.REQUIRED, KD_VARIANTS, "T3"),
     MethodInfo("introspective", "Introspective", "IL", "IL", variants=NON_GT_VARIANTS),
 )
 REGISTRY: dict[str, MethodInfo] = {m.name: m for m in _METHODS}

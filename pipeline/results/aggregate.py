@@ -80,6 +80,11 @@ def tables(params: Params) -> list[Table]:
             rows.append(Row(f"{REGISTRY[method].label} (tuned)", "tuned", method))
         return rows
 
+    def compared(table: str) -> list[str]:
+        """The registry's methods of a table, in registry order (CE and IL frame every table)."""
+        return [m for m, info in REGISTRY.items()
+                if info.table == table and m not in ("ce", "introspective")]
+
     reference = TUNED_CE_ROW if "ce" in tuned else CE_ROW
     ce = [CE_ROW] if "ce" in params.baselines.methods else []  # T1 and T4: untuned recipes
     kd, il = REGISTRY["kd"], REGISTRY["introspective"]
@@ -88,10 +93,11 @@ def tables(params: Params) -> list[Table]:
               (*ce, *[Row(kd.variant_label(v), "kd_ablation", v)
                       for v in params.kd_ablation.variants])),
         Table("T2_regularizers", "T2 — IL vs regularizers",
-              (*b("ce"), *b("label_smoothing"), *b("confidence_penalty"), *b("tf_kd_virtual"),
-               *b("introspective")), reference),
+              (*b("ce"), *[r for m in compared("T2") for r in b(m)], *b("introspective")),
+              reference),
         Table("T3_peers_teachers", "T3 — IL vs learning from peers (DML) and a teacher (KD)",
-              (*b("ce"), *b("dml"), *b("kd"), *b("introspective")), reference),
+              (*b("ce"), *[r for m in compared("T3") for r in b(m)], *b("introspective")),
+              reference),
         Table("T4_introspective_components", "T4 — does IL's gain come from class similarity?",
               (*ce, *[Row(il.variant_label(v), "introspective", v)
                       for v in params.introspective_ablation.variants])),
