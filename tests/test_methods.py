@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.ce import CE
 from pipeline.methods.confidence_penalty import ConfidencePenalty
 from pipeline.methods.dml import DML
 from pipeline.methods.kd import KD
 from pipeline.methods.label_smoothing import LabelSmoothing
 from pipeline.methods.targets import kl_to_logits, nckd, non_gt_transform, tckd
-from pipeline.methods.tf_kd_virtual import TFKDVirtual, virtual_teacher
+from pipeline.methods.tf_kd_virtual import virtual_teacher
 
 
 def _softmax(row, T=1.0):
@@ -132,6 +131,7 @@ def test_kd_loss_hand_computed_and_teacher_frozen():
     assert not teacher.training and student.training
     x, y = torch.randn(2, 12), torch.tensor([0, 2])
     out = method.step(x, y, epoch=0)
+    assert teacher.seen is student.seen is x  # the teacher saw the student's batch
     zs, zt = student(x).tolist(), teacher(x).tolist()
     ce = sum(-math.log(_softmax(zs[i])[y[i]]) for i in range(2)) / 2
     kl = sum(_kl(_softmax(zt[i], 2.0), _softmax(zs[i], 2.0)) for i in range(2)) / 2
@@ -140,7 +140,6 @@ def test_kd_loss_hand_computed_and_teacher_frozen():
     out.loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in student.parameters())
-    assert teacher.seen is student.seen or torch.equal(teacher.seen, x)
     assert [p for p in method.models.parameters()] == list(student.parameters())
 
 
@@ -192,26 +191,6 @@ def test_dml_original_form_sums():
     convex = DML(peer0, peer1, alpha=0.5, form="convex").step(x, y, 0)
     original = DML(peer0, peer1, alpha=0.5, form="original").step(x, y, 0)
     torch.testing.assert_close(original.loss, 2 * convex.loss)
-
-
-def test_convex_losses_equal_ce_for_one_hot_targets():
-    """With one-hot targets every method's loss is plain CE (design section 3b)."""
-    x, y = torch.randn(5, 12), torch.tensor([0, 1, 2, 0, 1])
-    student = Recorder(seed=3)
-    ce = CE(student).step(x, y, 0).loss
-
-    class OneHotTeacher(nn.Module):
-        def forward(self, inp):
-            return 1e4 * F.one_hot(y, 3).float()
-
-    cases = [
-        KD(student, OneHotTeacher(), alpha=0.7, T=1.0),
-        LabelSmoothing(student, 0.0),
-        ConfidencePenalty(student, 0.0),
-        TFKDVirtual(student, alpha=0.4, T=1.0, correct_prob=1.0),
-    ]
-    for method in cases:
-        torch.testing.assert_close(method.step(x, y, 0).loss, ce, msg=type(method).__name__)
 
 
 def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from .conftest import tiny_raw
@@ -149,6 +150,35 @@ def test_stage_logs_to_a_postgres_backed_tracking_server(tmp_path, base_raw, mig
     assert not MlflowClient(f"sqlite:///{root / 'mlflow.db'}").search_runs(
         [e.experiment_id for e in
          MlflowClient(f"sqlite:///{root / 'mlflow.db'}").search_experiments()])
+
+    # the runs table's columns and tree work through the server too: source, dataset,
+    # logged (and registered) model, one parent over two seeds
+    for seed in ("0", "1"):
+        done = stage(root, "baselines", "--method", "ce", "--seed", seed, MLFLOW_TRACKING_URI=url)
+        assert done.returncode == 0, done.stderr[-3000:]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.data.tags["mlflow.source.name"] == "python -m stages.train teacher"
+    (dataset,) = run.inputs.dataset_inputs
+    meta = json.loads((root / "data/prepared/meta.json").read_text())
+    assert dataset.dataset.digest == meta["sha256"][:36]
+    (output,) = run.outputs.model_outputs
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(url)
+    model = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+    assert isinstance(model, torch.nn.Module)
+    (version,) = client.search_model_versions("name = 'ilkd-quick-teacher'")
+    assert version.run_id == run_id
+    parents = client.search_runs([run.info.experiment_id],
+                                 filter_string="tags.ilkd_role = 'parent'")
+    assert [p.info.run_name for p in parents] == ["baselines@ce"]
+    children = client.search_runs([run.info.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'"))
+    assert sorted(c.info.run_name for c in children) == ["baselines@ce-0", "baselines@ce-1"]
+    accs = [json.loads((root / f"results/baselines/ce-{s}/metrics.json").read_text())["test_acc"]
+            for s in (0, 1)]
+    assert parents[0].data.metrics["test_acc_mean"] == pytest.approx(sum(accs) / 2)
 
     # and the run is a row in PostgreSQL itself
     import psycopg
