@@ -55,4 +55,5 @@ ui: install
 
 # a PNG of the runs table (headless Chromium: Debian's `chromium` package)
 ui-shot: install
-	$(PY) -m pipeline.tools.ui --shot docs/mlflow-runs.png
+	$(PY) -m pipeline.tools.ui --shot docs/mlflow-tree.png
+	$(PY) -m pipeline.tools.ui --shot docs/mlflow-runs.png --search "tags.ilkd_role = 'seed'"

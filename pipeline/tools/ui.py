@@ -33,9 +33,13 @@ def experiment_id(uri: str, name: str) -> str:
     return found.experiment_id
 
 
-def runs_url(port: int, experiment: str) -> str:
-    return (f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
-            "?workflowType=machine_learning")
+def runs_url(port: int, experiment: str, search: str = "") -> str:
+    from urllib.parse import quote
+
+    query = "?workflowType=machine_learning"
+    if search:
+        query += f"&searchFilter={quote(search)}"
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs{query}"
 
 
 def free_port() -> int:
@@ -67,7 +71,7 @@ def screenshot(url: str, out: Path, budget_ms: int = 20000) -> None:
         raise ConfigError("chromium not found: install Debian's `chromium` package")
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--hide-scrollbars", "--window-size=1600,900",
+                    "--hide-scrollbars", "--window-size=1900,1000",
                     f"--virtual-time-budget={budget_ms}", f"--screenshot={out.resolve()}", url],
                    check=True, capture_output=True, timeout=180)
 
@@ -77,12 +81,14 @@ def entry(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--shot", type=Path, help="save a PNG of the runs table and exit")
+    parser.add_argument("--search", default="", help="an MLflow run filter for the page, "
+                        "e.g. \"tags.ilkd_role = 'seed'\" (the training runs, not parents)")
     args = parser.parse_args(argv)
     params = load_params(repo_root() / "params.yaml")
     uri = resolve_tracking_uri()
     experiment = experiment_id(uri, f"ilkd-{params.profile}-{params.data.name}")
     port = free_port() if args.shot else args.port
-    url = runs_url(port, experiment)
+    url = runs_url(port, experiment, args.search)
     server = serve(uri, port)
     try:
         if args.shot:
