@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stage", default="baselines --method ce --seed 0")
     args = parser.parse_args()
-    print("| what | seconds (median of %d) |\n|---|---|" % args.repeat)
+    print(f"| what | seconds (median of {args.repeat}) |\n|---|---|")
     for module in ("torch", "mlflow.tracking", "matplotlib.pyplot", "pipeline.train.runner"):
         values = [import_seconds(module) for _ in range(args.repeat)]
         print(f"| import {module} | {summary(values)} |")

@@ -80,17 +80,13 @@ def git_state(root: Path) -> dict[str, str]:
     return state
 
 
-def source_tags(root: Path) -> dict[str, str]:
-    """``mlflow.source.*``: the command that made the run, relative to the repo root."""
+def source_tags() -> dict[str, str]:
+    """``mlflow.source.*``: the command that made the run (``python -m stages.train ...``)."""
     import sys
 
-    argv = list(sys.argv)
-    try:
-        script = Path(argv[0]).resolve().relative_to(root)
-        argv[0] = ".".join(script.with_suffix("").parts)
-        command = "python -m " + " ".join(argv)
-    except ValueError:
-        command = " ".join(argv)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None and spec.name else sys.argv[0]
+    command = " ".join([program, *sys.argv[1:]])
     return {"mlflow.source.name": command[:500], "mlflow.source.type": "LOCAL"}
 
 
@@ -119,7 +115,7 @@ class Tracker:
         check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         root = repo_root()
-        all_tags = {**tags, **git_state(root), **source_tags(root)}
+        all_tags = {**tags, **git_state(root), **source_tags()}
         if description:
             all_tags["mlflow.note.content"] = description
         if os.environ.get("DVC_EXP_NAME"):
