@@ -237,8 +237,14 @@ class Tracker:
                    "shape": meta["shape"], "sha256": meta["sha256"]}
         dataset = Dataset(name=meta["dataset"], digest=meta["sha256"][:36], source_type="local",
                           source=source, profile=json.dumps(profile))
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except Exception:  # noqa: BLE001
+            # two stages logging the same new dataset at once: MLflow's store inserts it
+            # twice and one insert fails; the row exists now, so linking it succeeds
+            time.sleep(0.5)
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_model(self, model: Any, name: str, input_example: Any,
                   registered_name: str | None = None) -> str:
