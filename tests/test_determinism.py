@@ -17,7 +17,8 @@ from .helpers import device_data, train_cfg
 
 CASES = [
     ("ce", "full", {}), ("label_smoothing", "full", {}), ("confidence_penalty", "full", {}),
-    ("tf_kd_virtual", "full", {}), ("dml", "full", {}),
+    ("tf_kd_virtual", "full", {}), ("dml", "full", {}), ("ps_kd", "full", {}),
+    ("cs_kd", "full", {}), ("online_label_smoothing", "full", {}),
     *[("kd", v, {}) for v in ("full", "uniform_non_gt", "shuffled_non_gt", "target_only",
                               "non_target_only")],
     *[("introspective", v, {"explainer": e})

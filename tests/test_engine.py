@@ -72,6 +72,45 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     assert _strip(resumed) == _strip(full)
 
 
+@pytest.mark.parametrize("name", ["ps_kd", "online_label_smoothing"])
+def test_methods_with_state_resume_bit_identical(tmp_path, name):
+    """PS-KD's per-sample predictions and online LS's class matrix travel in the checkpoint:
+    without them a resumed run would restart from zeros / the identity and differ."""
+    from pipeline.methods.online_label_smoothing import OnlineLabelSmoothing
+    from pipeline.methods.ps_kd import PSKD
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        student = build_model("small_cnn", 4, 1, 0.25)
+        return PSKD(student, 0.8) if name == "ps_kd" else OnlineLabelSmoothing(student, 0.5)
+
+    data, cfg = device_data(), train_cfg(epochs=4)
+    engine.seed_everything(0)
+    full = engine.fit(make(), data, cfg, seed=0, progress=False)
+    ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
+
+    def die_after_two(row):
+        if row["epoch"] == 2:
+            raise Killed
+
+    engine.seed_everything(0)
+    with pytest.raises(Killed):
+        engine.fit(make(), data, cfg, seed=0, checkpoint=ckpt, on_epoch=die_after_two,
+                   progress=False)
+    state = ckpt.load()
+    assert state["method"]  # the method's own state is in the checkpoint
+    resumed = engine.fit(make(99), data, cfg, seed=0, checkpoint=ckpt, resume=state,
+                         progress=False)
+    assert _strip(resumed) == _strip(full)
+
+
+def test_eval_every_scores_some_epochs_and_the_last():
+    history = engine.fit(_ce(), device_data(), train_cfg(epochs=5, eval_every=2), seed=0,
+                         progress=False)
+    assert ["test_acc" in row for row in history] == [False, True, False, True, True]
+    assert all("train_loss" in row for row in history)
+
+
 def test_checkpoint_for_other_params_is_ignored_and_truncated_one_fails(tmp_path):
     ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
     ckpt.save({"epoch": 1})

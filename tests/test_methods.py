@@ -14,7 +14,7 @@ from pipeline.methods.dml import DML
 from pipeline.methods.kd import KD
 from pipeline.methods.label_smoothing import LabelSmoothing
 from pipeline.methods.targets import kl_to_logits, nckd, non_gt_transform, tckd
-from pipeline.methods.tf_kd_virtual import virtual_teacher
+from pipeline.methods.tf_kd_virtual import TFKDVirtual, virtual_teacher
 
 
 def _softmax(row, T=1.0):
@@ -177,6 +177,48 @@ def test_virtual_teacher():
     torch.testing.assert_close(q, torch.tensor([[0.05, 0.05, 0.8, 0.05, 0.05]]))
 
 
+def test_tf_kd_softens_the_virtual_teacher_by_hand():
+    """Yuan et al.'s Tf-KD_reg: target softmax(p^d / T), student at T, times T^2 (ours)."""
+    z = [[1.0, -0.5, 2.0, 0.3, 0.0], [0.2, 0.1, -1.0, 0.4, 1.5]]
+    y, T, cp, alpha = [2, 4], 2.0, 0.8, 0.5
+    method = TFKDVirtual(nn.Identity(), alpha=alpha, T=T, correct_prob=cp)
+    out = method.step(torch.tensor(z), torch.tensor(y), 0)
+    expected = 0.0
+    for row, label in zip(z, y, strict=True):
+        pd = [cp if c == label else (1 - cp) / 4 for c in range(5)]
+        q = _softmax(pd, T)  # the softened virtual teacher: nearly uniform at T = 2
+        expected += alpha * T * T * _kl(q, _softmax(row, T)) / 2
+    assert q[4] == pytest.approx(math.exp(0.4) / (math.exp(0.4) + 4 * math.exp(0.025)))
+    assert out.terms["tf_kd"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_unsoftened_tf_kd_at_t1_is_label_smoothing():
+    """At T = 1 without softening, Tf-KD = LS with eps = alpha C (1 - cp) / (C - 1) (+ const)."""
+    torch.manual_seed(3)
+    z = torch.randn(8, 5)
+    y = torch.randint(0, 5, (8,))
+    alpha, cp = 0.4, 0.9
+    grads = []
+    for method in (TFKDVirtual(nn.Identity(), alpha, 1.0, cp, soften_teacher=False),
+                   LabelSmoothing(nn.Identity(), alpha * 5 * (1 - cp) / 4)):
+        logits = z.clone().requires_grad_(True)
+        method.step(logits, y, 0).loss.backward()
+        grads.append(logits.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_unsoftened_tf_kd_above_t1_is_rejected(base_raw):
+    import copy
+
+    from pipeline.core.config import parse_params
+    from pipeline.core.errors import ConfigError
+
+    raw = copy.deepcopy(base_raw)
+    raw["tf_kd_virtual"].update(T=4.0, soften_teacher=False)
+    with pytest.raises(ConfigError, match="tf_kd_virtual"):
+        parse_params(raw)
+
+
 def test_dml_detaches_the_other_peer():
     peer0, peer1 = Recorder(seed=1), Recorder(seed=2)
     out = DML(peer0, peer1, alpha=0.5).step(torch.randn(4, 12), torch.tensor([0, 1, 2, 0]), 0)
@@ -204,10 +246,14 @@ def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):
 
     raw = copy.deepcopy(base_raw)
     raw["kd"].update(T=1.0)
-    raw["tf_kd_virtual"].update(T=1.0, correct_prob=1.0)
+    raw["tf_kd_virtual"].update(T=1.0, correct_prob=1.0, soften_teacher=False)
     raw["label_smoothing"].update(epsilon=0.0)
     raw["confidence_penalty"].update(beta=0.0)
     raw["introspective"].update(target_mode="softmax", tau=1e-4)  # q -> one-hot on y
+    # PS-KD (a_0 = 0) and online LS (S starts as the identity) are CE in their first epoch;
+    # CS-KD's target is the model's own prediction on another sample, never one-hot: its
+    # weight is zeroed here and its convex form checked by hand below
+    raw["cs_kd"].update(alpha=0.0)
     params = parse_params(raw)
     torch.manual_seed(0)
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -222,9 +268,93 @@ def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):
         student = build_model("small_cnn", 3, 1, 0.25)
         make = iter([student, OneHot()]).__next__
         method = build_method(name, params, make, OneHot())
+        method.bind(len(y), 3, 10, "cpu")
+        method.index = torch.arange(len(y))
         out = method.step(x, y, epoch=0)
         ce = F.cross_entropy(student(x), y)
         terms = {k: v for k, v in out.terms.items() if not k.startswith("peer1_")}
         torch.testing.assert_close(sum(terms.values()), ce, rtol=1e-4, atol=1e-4, msg=name)
         checked.add(name)
     assert checked == set(REGISTRY)
+
+
+# ---------------------------------------------------------------- self-distillation peers
+
+
+def _ce_by_hand(row, label):
+    return -math.log(_softmax(row)[label])
+
+
+def test_ps_kd_targets_the_previous_epoch_prediction_by_hand():
+    from pipeline.methods.ps_kd import PSKD
+
+    z0 = [[1.0, 0.0, -1.0], [0.5, 0.2, 0.1], [0.0, 2.0, 0.3], [-0.4, 0.1, 0.9]]
+    z2 = [[0.3, 0.1, -0.2], [1.5, -0.2, 0.0], [0.2, 0.4, 0.6], [0.0, -1.0, 1.0]]
+    y = [0, 1, 1, 2]
+    method = PSKD(nn.Identity(), alpha_T=0.8)
+    method.bind(4, 3, epochs=4, device="cpu")
+    method.index = torch.tensor([2, 0, 3, 1])  # rows of the batch are samples 2, 0, 3, 1
+    first = method.step(torch.tensor(z0), torch.tensor(y), epoch=0)
+    assert set(first.terms) == {"ce"}  # a_0 = 0: plain CE
+    assert first.loss.item() == pytest.approx(
+        sum(_ce_by_hand(r, c) for r, c in zip(z0, y, strict=True)) / 4, rel=1e-5)
+    # two epochs later the same samples come in another order: sample s is matched to
+    # its own prediction from the last time it was seen
+    order = torch.tensor([0, 1, 2, 3])
+    y_of_sample = {2: 0, 0: 1, 3: 1, 1: 2}
+    seen = {2: z0[0], 0: z0[1], 3: z0[2], 1: z0[3]}
+    method.index = order
+    y2 = [y_of_sample[s] for s in range(4)]
+    out = method.step(torch.tensor(z2), torch.tensor(y2), epoch=2)
+    a = 0.8 * 2 / 4
+    expected = sum((1 - a) * _ce_by_hand(z2[s], y2[s]) + a * _kl(_softmax(seen[s]),
+                                                                    _softmax(z2[s]))
+                   for s in range(4)) / 4
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_online_label_smoothing_accumulates_correct_predictions_by_hand():
+    from pipeline.methods.online_label_smoothing import OnlineLabelSmoothing
+
+    method = OnlineLabelSmoothing(nn.Identity(), alpha=0.5)
+    method.bind(6, 3, epochs=3, device="cpu")
+    z = [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.2], [3.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    y = [0, 0, 1, 1, 0]  # rows 0, 1 and 2 are right; 3 (class 1) and 4 (class 0) are wrong
+    first = method.step(torch.tensor(z), torch.tensor(y), epoch=0)
+    # epoch 1: S = identity, so the soft term is CE again and the loss is plain CE
+    assert first.loss.item() == pytest.approx(
+        sum(_ce_by_hand(r, c) for r, c in zip(z, y, strict=True)) / 5, rel=1e-5)
+    row0 = [(a + b) / 2 for a, b in zip(_softmax(z[0]), _softmax(z[1]), strict=True)]
+    row1 = _softmax(z[2])
+    z_next, y_next = [[0.1, 0.2, 0.3], [0.5, 0.0, -0.5], [0.0, 0.3, 0.0]], [0, 1, 2]
+    out = method.step(torch.tensor(z_next), torch.tensor(y_next), epoch=1)
+    soft = [row0, row1, [0.0, 0.0, 1.0]]  # class 2 had no correct sample: keeps its row
+    torch.testing.assert_close(method.soft, torch.tensor(soft))
+    expected = sum(0.5 * _ce_by_hand(r, c) + 0.5 * _kl(soft[c], _softmax(r))
+                   for r, c in zip(z_next, y_next, strict=True)) / 3
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_cs_kd_pulls_towards_a_same_class_sample_by_hand():
+    from pipeline.methods.cs_kd import CSKD, same_class_partner
+
+    y = torch.tensor([1, 0, 1, 2])  # rows 0 and 2 pair; rows 1 and 3 have no partner
+    torch.manual_seed(0)
+    assert same_class_partner(y).tolist() == [2, -1, 0, -1]
+    z = [[0.3, 1.0, -0.2], [1.0, 0.0, 0.5], [0.0, 2.0, 0.1], [0.2, 0.2, 0.9]]
+    T, alpha = 2.0, 0.3
+    out = CSKD(nn.Identity(), alpha, T).step(torch.tensor(z), y, 0)
+    ce = sum(_ce_by_hand(r, int(c)) for r, c in zip(z, y, strict=True)) / 4
+    kl = (_kl(_softmax(z[2], T), _softmax(z[0], T)) + _kl(_softmax(z[0], T), _softmax(z[2], T)))
+    assert out.loss.item() == pytest.approx((1 - alpha) * ce + alpha * T * T * kl / 4, rel=1e-5)
+
+
+def test_cs_kd_target_carries_no_gradient():
+    from pipeline.methods.cs_kd import CSKD
+
+    z = torch.tensor([[0.3, 1.0], [0.0, 2.0]], requires_grad=True)
+    out = CSKD(nn.Identity(), alpha=1.0, T=1.0).step(z, torch.tensor([1, 1]), 0)
+    out.loss.backward()
+    # d/dz_i KL(sg(p_j) || p_i) = p_i - p_j for row i only
+    p = torch.softmax(z.detach(), dim=1)
+    torch.testing.assert_close(z.grad, torch.stack([p[0] - p[1], p[1] - p[0]]) / 2)

@@ -155,6 +155,12 @@ def test_mlflow_runs_table_columns_and_tree(project):
     assert runs["baselines@ce-0"].data.tags["mlflow.parentRunId"] == ce.info.run_id
     expected = json.loads((root / "results/baselines/ce-0/metrics.json").read_text())
     assert ce.data.metrics["test_acc_mean"] == pytest.approx(expected["test_acc"])
+    # a parent row shows its seeds' Source and Dataset columns too
+    assert ce.data.tags["mlflow.source.git.commit"] == head
+    assert ce.data.tags["mlflow.source.name"] == runs["baselines@ce-0"].data.tags[
+        "mlflow.source.name"]
+    (dataset,) = client.get_run(ce.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.digest == meta["sha256"][:36]
 
 
 def test_tuned_runs_train_with_the_selected_configuration(project):

@@ -5,19 +5,46 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import yaml
 
-from pipeline.core.config import load_params
+from pipeline.core.config import load_params, parse_params
 from pipeline.core.errors import ConfigError
 from pipeline.tools.estimate import dataset_shape, plan, step_seconds
-from pipeline.tools.presets import available, use
+from pipeline.tools.presets import available, render, use
 
 from .conftest import REPO
 
 
-@pytest.mark.parametrize("name", ["quick", "paper-cifar10", "paper-cifar100", "imagefolder"])
+def preset(name):
+    return parse_params(yaml.safe_load(render(name, REPO / "presets")))
+
+
+@pytest.mark.parametrize("name", ["quick", "paper-cifar10", "paper-cifar100", "imagefolder",
+                                  "cifar10-cpu"])
 def test_every_preset_is_valid(name):
-    params = load_params(REPO / "presets" / f"{name}.yaml")
-    assert params.profile == name
+    assert preset(name).profile == name
+
+
+def test_a_preset_is_an_overlay_of_quick():
+    """An overlay changes only what it names; everything else is the base's, comments too."""
+    base = yaml.safe_load((REPO / "presets/quick.yaml").read_text())
+    text = render("cifar10-cpu", REPO / "presets")
+    merged = yaml.safe_load(text)
+    assert merged["student"]["model"] == {"arch": "resnet8", "width": 0.5}
+    assert merged["student"]["train"]["weight_decay"] == base["student"]["train"]["weight_decay"]
+    assert merged["kd"] == base["kd"] and merged["tune"]["own"] == base["tune"]["own"]
+    assert merged["tune"]["trials"] == [0, 1, 2]
+    assert "# torch CPU threads" in text and text.startswith("# ilkd params: CIFAR-10")
+    assert merged["runtime"]["amp"] == "off"  # the base's quoted "off" stays a string
+
+
+def test_an_overlay_typo_names_the_key(tmp_path):
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "quick.yaml").write_text((REPO / "presets/quick.yaml").read_text())
+    (folder / "mine.yaml").write_text("student:\n  train: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"student\.train\.epoch: not a key"):
+        render("mine", folder)
 
 
 def test_quick_preset_is_the_default_params():
@@ -26,7 +53,7 @@ def test_quick_preset_is_the_default_params():
 
 def test_paper_presets_follow_the_design():
     for name, dataset in (("paper-cifar10", "cifar10"), ("paper-cifar100", "cifar100")):
-        p = load_params(REPO / "presets" / f"{name}.yaml")
+        p = preset(name)
         train = p.student.train
         assert p.data.name == dataset and len(p.seeds) == 3
         assert (train.epochs, train.lr, train.momentum, train.weight_decay, train.batch_size) == \
@@ -54,12 +81,12 @@ def test_plan_counts_every_training_run():
     rows = plan(params)
     runs = {stage: sum(r for s, _, r, _ in rows if s == stage) for stage, *_ in rows}
     seeds = len(params.seeds)
-    # 5 teacher-free baselines: KD from a teacher is kd_ablation@full, counted once
-    assert runs == {"teacher": 1, "baselines": 5 * seeds, "kd_ablation": 5 * seeds,
-                    "introspective": 3 * seeds, "tune": 7 * 4 * 1, "tuned": 7 * seeds}
+    # 8 teacher-free baselines: KD from a teacher is kd_ablation@full, counted once
+    assert runs == {"teacher": 1, "baselines": 8 * seeds, "kd_ablation": 5 * seeds,
+                    "introspective": 3 * seeds, "tune": 10 * 4 * 1, "tuned": 10 * seeds}
     n, classes, shape = dataset_shape(params)
     assert (n, classes, shape) == (1347 - 10 * 10, 10, (1, 8, 8))
-    cifar = load_params(REPO / "presets/paper-cifar100.yaml")
+    cifar = preset("paper-cifar100")
     assert dataset_shape(cifar) == (50_000 - 50 * 100, 100, (3, 32, 32))
 
 

@@ -140,6 +140,7 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     augment: AugmentConfig = AugmentConfig()
     eval_batch_size: PositiveInt = 1024
+    eval_every: PositiveInt = 1  # evaluate val/test every k epochs and after the last one
 
 
 class RuntimeConfig(Section):
@@ -197,6 +198,28 @@ class TFKDVirtualConfig(Section):
     alpha: UnitFloat = 0.5
     T: PositiveFloat = 20.0
     correct_prob: Annotated[float, Field(gt=0, le=1)] = 0.9
+    soften_teacher: bool = True  # softmax(p^d / T) as Yuan et al.; false only with T = 1
+
+    @model_validator(mode="after")
+    def _unsoftened_only_at_t1(self) -> TFKDVirtualConfig:
+        if not self.soften_teacher and self.T != 1:
+            raise ValueError(f"T: {self.T} with soften_teacher: false distils the hand-made "
+                             "distribution at a temperature (logits pushed to T x CE's scale); "
+                             "use T: 1 or soften_teacher: true")
+        return self
+
+
+class PSKDConfig(Section):
+    alpha_T: UnitFloat = 0.8  # weight of the previous-epoch prediction at the last epoch
+
+
+class CSKDConfig(Section):
+    alpha: UnitFloat = 0.5
+    T: PositiveFloat = 4.0
+
+
+class OnlineLabelSmoothingConfig(Section):
+    alpha: UnitFloat = 0.5
 
 
 class DMLConfig(Section):
@@ -270,6 +293,9 @@ class Params(Section):
     label_smoothing: LabelSmoothingConfig = LabelSmoothingConfig()
     confidence_penalty: ConfidencePenaltyConfig = ConfidencePenaltyConfig()
     tf_kd_virtual: TFKDVirtualConfig = TFKDVirtualConfig()
+    ps_kd: PSKDConfig = PSKDConfig()
+    cs_kd: CSKDConfig = CSKDConfig()
+    online_label_smoothing: OnlineLabelSmoothingConfig = OnlineLabelSmoothingConfig()
     dml: DMLConfig = DMLConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     introspective: IntrospectiveConfig = IntrospectiveConfig()

@@ -28,11 +28,18 @@ class RunSpec:
         return cls(stage, name, "full", seed)
 
     @property
+    def name(self) -> str:
+        """The table row's name: the variant in variant stages, else the method."""
+        return self.variant if self.stage in VARIANT_STAGES else self.method
+
+    @property
     def instance(self) -> str:
-        if self.stage == "teacher":
-            return ""
-        name = self.variant if self.stage in VARIANT_STAGES else self.method
-        return f"{name}-{self.seed}"
+        return "" if self.stage == "teacher" else f"{self.name}-{self.seed}"
+
+    @property
+    def group_name(self) -> str:
+        """The runs that differ only by seed (one MLflow parent): ``tune@kd/trial-2/kd``."""
+        return f"{self.stage}@{self.group + '/' if self.group else ''}{self.name}"
 
     @property
     def relative(self) -> Path:

@@ -324,6 +324,8 @@ def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
         except Exception:  # another seed deleted it first
             pass
     client.set_tag(child_id, "mlflow.parentRunId", parent.info.run_id)
+    if "mlflow.source.name" not in parent.data.tags:
+        _inherit_source(client, child_id, parent.info.run_id)
     children = client.search_runs([experiment_id], filter_string=(
         f"tags.ilkd_group = '{group}' and tags.ilkd_role = '{CHILD_ROLE}' "
         "and attributes.status = 'FINISHED'"))
@@ -346,6 +348,18 @@ def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
         client.log_batch(parent.info.run_id, metrics=summary[i:i + 500])
     client.set_terminated(parent.info.run_id, "FINISHED")
     return parent.info.run_id
+
+
+def _inherit_source(client: Any, child_id: str, parent_id: str) -> None:
+    """The parent shows its seeds' Source and Dataset in the runs table (same command, commit
+    and prepared data for every seed)."""
+    child = client.get_run(child_id)
+    for key, value in child.data.tags.items():
+        if key.startswith("mlflow.source.") or key == "mlflow.user":
+            client.set_tag(parent_id, key, value)
+    inputs = child.inputs.dataset_inputs if child.inputs else []
+    if inputs:
+        client.log_inputs(parent_id, datasets=list(inputs))
 
 
 class NullTracker:

@@ -47,6 +47,8 @@ class Method(nn.Module):
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.models = nn.ModuleDict({"student": student})
+        # the engine sets it before each step: which training samples ``x`` holds (0..N-1)
+        self.index: Tensor | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, make_model: Callable[[], nn.Module],
@@ -67,6 +69,17 @@ class Method(nn.Module):
     def epoch_metrics(self) -> dict[str, float]:
         """Method-specific per-epoch figures (reset after reading); none by default."""
         return {}
+
+    def bind(self, num_train: int, num_classes: int, epochs: int, device: Any) -> None:
+        """Before training: size per-sample or per-class state (PS-KD, online LS); none here."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond the models' weights that a resumed run needs (saved in checkpoints)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value)
 
     def report(self, data: Any) -> Report:
         """After training: extra final metrics, matrices and figures; none by default."""

@@ -41,8 +41,10 @@ def accuracy_curves(curves: dict, title: str) -> Figure:
         n = min(len(f) for f in frames)
         acc = np.stack([f["test_acc"].to_numpy()[:n] for f in frames])
         epochs = frames[0]["epoch"].to_numpy()[:n]
+        evaluated = ~np.isnan(acc).any(0)  # train.eval_every > 1 tests some epochs only
+        acc, epochs = acc[:, evaluated], epochs[evaluated]
         mean, std = acc.mean(0), acc.std(0)
-        ax.plot(epochs, mean, label=label)
+        ax.plot(epochs, mean, marker="o" if len(epochs) < 20 else None, label=label)
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     ax.set(xlabel="epoch", ylabel="test top-1 accuracy (%)", title=title)
     if ax.lines:

@@ -1,36 +1,95 @@
-"""Switch the active profile: ``presets/<name>.yaml`` becomes ``params.yaml``.
+"""Switch the active profile: ``presets/<name>.yaml`` laid over ``presets/quick.yaml``.
 
     python -m pipeline.tools.presets list
-    python -m pipeline.tools.presets use paper-cifar10      # what `make preset P=...` runs
+    python -m pipeline.tools.presets show cifar10-cpu         # the params it would write
+    python -m pipeline.tools.presets use paper-cifar10        # what `make preset P=...` runs
 
-The preset is validated first; ``params.yaml`` is replaced atomically, so DVC
-sees an ordinary params change and reruns exactly what it touches.
+``quick.yaml`` is the full base (the default ``params.yaml``); every other preset is an
+overlay holding only what it changes, so a reader sees the difference and a new key is
+added once. Mappings merge key by key; a scalar or list replaces the base's. The merged
+result is validated first, keeps the base's comments, and replaces ``params.yaml``
+atomically, so DVC sees an ordinary params change and reruns exactly what it touches.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.cli import main as cli_main
-from pipeline.core.config import load_params
+from pipeline.core.config import parse_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
 
 PRESETS = Path("presets")
+BASE = "quick"
 
 
-def available() -> list[str]:
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+def available(folder: Path = PRESETS) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def use(name: str, target: Path = Path("params.yaml")) -> None:
-    source = PRESETS / f"{name}.yaml"
+def _merge(base: Any, overlay: dict[str, Any], where: str) -> None:
+    for key, value in overlay.items():
+        if key not in base:
+            raise ConfigError(f"{where}{key}: not a key of presets/{BASE}.yaml (typo?)")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _merge(base[key], value, f"{where}{key}.")
+        elif isinstance(value, list):
+            from ruamel.yaml.comments import CommentedSeq
+
+            base[key] = CommentedSeq(value)
+            base[key].fa.set_flow_style()  # [a, b] as the base writes lists
+        else:
+            base[key] = value
+
+
+def render(name: str, folder: Path = PRESETS) -> str:
+    """The full params text of preset ``name``: its header comment, then base + overlay."""
+    from ruamel.yaml import YAML  # round-trip YAML keeps the base's comments (comes with DVC)
+
+    source = folder / f"{name}.yaml"
     if not source.is_file():
-        raise ConfigError(f"{source}: no such preset (available: {', '.join(available())})")
-    params = load_params(source)
-    atomic_write_text(target, source.read_text())
-    print(f"[ilkd] {target} <- {source} (profile {params.profile}, dataset {params.data.name}); "
+        raise ConfigError(f"{source}: no such preset (available: {', '.join(available(folder))})")
+    base_text = (folder / f"{BASE}.yaml").read_text()
+    if name == BASE:
+        text = base_text
+    else:
+        overlay_text = source.read_text()
+        header = [line for line in overlay_text.splitlines() if line.startswith("#")]
+        header = header[: next((i for i, line in enumerate(overlay_text.splitlines())
+                                if not line.startswith("#")), len(header))]
+        body = "\n".join(line for i, line in enumerate(base_text.splitlines())
+                         if i >= _header_length(base_text))
+        yaml = YAML()
+        yaml.width, yaml.preserve_quotes = 4096, True
+        yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar(
+            "tag:yaml.org,2002:null", "null"))
+        merged = yaml.load(body)
+        overlay = YAML(typ="safe").load(overlay_text) or {}
+        if not isinstance(overlay, dict):
+            raise ConfigError(f"{source}: a preset is a mapping of params keys")
+        _merge(merged, overlay, "")
+        out = io.StringIO()
+        yaml.dump(merged, out)
+        text = "\n".join(header) + "\n" + out.getvalue()
+    import yaml as pyyaml
+
+    parse_params(pyyaml.safe_load(text), str(source))
+    return text
+
+
+def _header_length(text: str) -> int:
+    lines = text.splitlines()
+    return next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+
+
+def use(name: str, target: Path = Path("params.yaml"), folder: Path = PRESETS) -> None:
+    text = render(name, folder)
+    atomic_write_text(target, text)
+    print(f"[ilkd] {target} <- {folder / f'{name}.yaml'} over {BASE}.yaml; "
           "run `dvc repro` (or `make estimate` first)")
 
 
@@ -38,10 +97,12 @@ def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["use"] and len(args) == 2:
         use(args[1])
+    elif args[:1] == ["show"] and len(args) == 2:
+        print(render(args[1]), end="")
     elif args[:1] == ["list"]:
         print("\n".join(available()))
     else:
-        raise ConfigError("usage: python -m pipeline.tools.presets list | use <name>")
+        raise ConfigError("usage: python -m pipeline.tools.presets list | show <name> | use <name>")
 
 
 if __name__ == "__main__":

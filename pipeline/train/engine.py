@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline.core.config import RuntimeConfig, TrainConfig
-from pipeline.core.errors import CheckpointError, TrainingDiverged
+from pipeline.core.errors import CheckpointError, ConfigError, TrainingDiverged
 from pipeline.core.io import atomic_torch_save
 from pipeline.core.metrics import classification_metrics
 from pipeline.core.prepared import Prepared
@@ -279,7 +279,7 @@ class TrainState:
         return cls(method, optimizer, scaler, torch.Generator().manual_seed(seed), extra or {})
 
     def snapshot(self, position: Position | None = None) -> dict[str, Any]:
-        return {"models": self.method.models.state_dict(),
+        return {"models": self.method.models.state_dict(), "method": self.method.extra_state(),
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": self.epoch, "history": list(self.history),
@@ -289,6 +289,7 @@ class TrainState:
     def restore(self, saved: dict[str, Any], device: torch.device) -> Position | None:
         """Load a snapshot; the position inside an interrupted epoch, if it stopped in one."""
         self.method.models.load_state_dict(saved["models"])
+        self.method.load_extra_state(saved.get("method") or {})
         self.optimizer.load_state_dict(saved["optimizer"])
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
@@ -318,6 +319,10 @@ def fit(
     every checkpoint as-is. ``on_epoch`` receives each finished epoch's row.
     """
     prepare_models(method, data.device, accel)
+    method.bind(data.size("train"), data.num_classes, cfg.epochs, data.device)
+    if method.extra_state() and distributed.rank_world()[1] > 1:
+        raise ConfigError(f"{label}: {type(method).__name__} keeps per-sample/per-class state "
+                          "that torchrun ranks would not share; train it in one process")
     state = TrainState.create(method, cfg, seed, data.device, accel, extra)
     position = state.restore(resume, data.device) if resume is not None else None
     if resume is not None and state.epoch < cfg.epochs:
@@ -330,9 +335,11 @@ def fit(
             position = position or Position.new_epoch(data.size("train"), state.generator,
                                                       data.device)
             lr = train_epoch(state, data, cfg, epoch, position, stop, save, accel, progress, label)
+            scored = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
             row = {"epoch": epoch + 1, "lr": lr, **_floats(position.sums),
                    "train_acc": 100.0 * float(position.correct) / data.size("train"),
-                   **method.epoch_metrics(), **evaluate(method, data, cfg.eval_batch_size, accel)}
+                   **method.epoch_metrics(),
+                   **(evaluate(method, data, cfg.eval_batch_size, accel) if scored else {})}
             row["epoch_time_s"] = time.perf_counter() - tic
             state.history.append(row)
             state.epoch, position = epoch + 1, None
@@ -364,10 +371,12 @@ def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: in
     bar = tqdm(range(position.step, steps), desc=f"{label} {epoch + 1}/{cfg.epochs}",
                leave=False, disable=None if progress else True)
     for i in bar:
-        x, y = data.batch("train", position.order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+        index = position.order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        x, y = data.batch("train", index)
         x = random_crop_flip(x, cfg.augment.crop_padding, cfg.augment.flip, state.generator)
         if world > 1:
-            x, y = x[rank::world], y[rank::world]
+            x, y, index = x[rank::world], y[rank::world], index[rank::world]
+        method.index = index  # which training samples: per-sample state (PS-KD)
         with accel.autocast(data.device):
             out = method.step(x.contiguous(memory_format=accel.memory_format), y, epoch)
         loss = out.loss

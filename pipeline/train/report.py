@@ -14,16 +14,19 @@ from matplotlib.figure import Figure  # noqa: E402
 
 def training_curves(history: Sequence[dict[str, float]], title: str) -> Figure:
     """Loss (train) and accuracy (train/val/test) against the epoch."""
-    epochs = [row["epoch"] for row in history]
+    def series(key: str) -> tuple[list[float], list[float]]:  # epochs that have ``key``
+        rows = [r for r in history if key in r]  # train.eval_every > 1: some epochs only
+        return [r["epoch"] for r in rows], [r[key] for r in rows]
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    ax_loss.plot(*series("train_loss"), label="train loss")
     if "test_nll" in history[-1]:
-        ax_loss.plot(epochs, [r.get("test_nll") for r in history], label="test NLL")
+        ax_loss.plot(*series("test_nll"), marker=".", label="test NLL")
     ax_loss.set(xlabel="epoch", ylabel="loss (nats)", title="loss")
     ax_loss.legend()
     for key, label in (("train_acc", "train"), ("val_acc", "val"), ("test_acc", "test")):
         if key in history[-1]:
-            ax_acc.plot(epochs, [r.get(key) for r in history], label=label)
+            ax_acc.plot(*series(key), marker="." if key != "train_acc" else None, label=label)
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     ax_acc.legend()
     fig.suptitle(title)

@@ -99,8 +99,8 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
             metrics.update(write_report(s, data, tracker, metrics["epochs"]))
             write_outputs(s, data, history, metrics, tracker, accel)
     if rank == 0 and spec.stage != "teacher":
-        update_parent(tracker.client, tracker.experiment_id, tracker.run_id, group_of(spec),
-                      group_of(spec), metrics)
+        update_parent(tracker.client, tracker.experiment_id, tracker.run_id, spec.group_name,
+                      spec.group_name, metrics)
     distributed.cleanup()
     return metrics
 
@@ -114,7 +114,7 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
             "seed": str(spec.seed), "instance": spec.run_name,
             "params_hash": s.checkpoint.fingerprint, "profile": s.params.profile,
             "dataset": s.prepared.meta["dataset"], "device": device.type,
-            "world_size": str(world), "ilkd_group": group_of(spec), "ilkd_role": "seed"}
+            "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": "seed"}
     tracker = Tracker(f"ilkd-{s.params.profile}-{s.prepared.meta['dataset']}", spec.run_name,
                       tags, {**flatten(s.logged), "seed": spec.seed},
                       run_id=(s.resume or {}).get("extra", {}).get("run_id"),
@@ -138,12 +138,6 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
 def teacher_model_name(params: Params) -> str:
     """The Model Registry entry of the teacher: a new version each time it is retrained."""
     return f"ilkd-{params.profile}-teacher"
-
-
-def group_of(spec: RunSpec) -> str:
-    """The runs that differ only by seed: ``baselines@ce``, ``tune@kd/trial-2``."""
-    name = spec.variant if spec.stage in ("kd_ablation", "introspective") else spec.method
-    return f"{spec.stage}@{spec.group + '/' if spec.group else ''}{name}"
 
 
 def describe(spec: RunSpec) -> str:
