@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-EXPLAINERS = ("gradcam", "input_gradient", "gradient_x_input")
-
 
 def gather_classes(classes: Tensor | None, n: int, num_classes: int, device) -> Tensor:
     """``(N, K)`` class indices to explain (all classes when ``classes`` is None)."""
