@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro readme test test-fast lint ui ui-shot bench preset estimate
+.PHONY: install repro readme verify test test-fast lint ui ui-shot bench preset estimate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ else
 	$(PY) -m pipeline.tools.parallel -j $(J)
 endif
 
+# commit this profile's tables (reports/<profile>/) and splice them into README.md
 readme: repro
+	$(PY) -m pipeline.tools.report
 	$(PY) -m pipeline.tools.readme
+
+# regenerate, then compare every table cell with reports/<profile>/ (largest difference per metric)
+verify: repro
+	$(PY) -m pipeline.tools.verify
 
 bench: install
 	$(PY) benchmarks/il_overhead.py

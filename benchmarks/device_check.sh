@@ -17,5 +17,5 @@ for flags in "" "--amp auto --channels-last" "--amp auto --channels-last --compi
         | tee -a "$out/throughput.md"
 done
 timeout 120 "$py" benchmarks/il_overhead.py 2>&1 | tee "$out/il_overhead.md"
-timeout 120 "$py" -m pipeline.tools.estimate --params presets/paper-cifar10.yaml 2>&1 \
+timeout 120 "$py" -m pipeline.tools.estimate --preset paper-cifar10 2>&1 \
     | tee "$out/estimate-cifar10.md"

@@ -1,23 +1,42 @@
 """Step time of introspective learning relative to plain CE, per explainer and class count.
 
-    .venv/bin/python benchmarks/il_overhead.py [--arch resnet8] [--batch 64] [--size 32]
+    .venv/bin/python benchmarks/il_overhead.py [--arch resnet8] [--batch 64] [--rounds 30]
 
-Same model, same batch, same machine, one process: each row is the median time of
-a full training step (forward, loss, backward, SGD update) divided by CE's.
-Targets from the issue: gradcam <= 1.10x; input_gradient at C=10 <= 1 + C/3.
+Same model, same batch, one process; a full training step (forward, loss, backward, SGD
+update) of CE and of IL with each explainer, interleaved step by step (benchmarks/
+interleave.py), so a busy machine slows every variant alike. Rows: median step time and
+the median of the per-round ratio IL / CE with its interquartile range.
+Targets: gradcam <= 1.10x; input_gradient at C=10 <= 1 + C/3.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from pipeline.core.config import IntrospectiveConfig
-from pipeline.core.models import build_model
-from pipeline.methods.ce import CE
-from pipeline.methods.introspective import Introspective
-from pipeline.tools.estimate import median_step_seconds
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from interleave import interleaved, markdown, ratio_rows  # noqa: E402
+
+from pipeline.core.config import IntrospectiveConfig  # noqa: E402
+from pipeline.core.models import build_model  # noqa: E402
+from pipeline.methods.ce import CE  # noqa: E402
+from pipeline.methods.introspective import Introspective  # noqa: E402
+
+
+def step_unit(method, x: torch.Tensor, y: torch.Tensor):
+    optimizer = torch.optim.SGD(method.models.parameters(), lr=0.01, momentum=0.9)
+    method.train()
+
+    def unit() -> None:
+        loss = method.step(x, y, epoch=10**6).loss  # past any warm-up: the full method
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return unit
 
 
 def main() -> None:
@@ -26,14 +45,14 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet8")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--classes", default="10,100")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"device {device}, torch threads {torch.get_num_threads()}, {args.arch}, "
-          f"batch {args.batch}, {args.size}x{args.size}x3, median of {args.steps} steps")
-    print("| C | explainer | step ms | IL / CE | target |")
-    print("|---|---|---|---|---|")
-    for num_classes in (10, 100):
+          f"batch {args.batch}, {args.size}x{args.size}x3, {args.rounds} interleaved rounds")
+    for num_classes in map(int, args.classes.split(",")):
         torch.manual_seed(0)
         x = torch.randn(args.batch, 3, args.size, args.size, device=device)
         y = torch.randint(0, num_classes, (args.batch,), device=device)
@@ -42,15 +61,13 @@ def main() -> None:
             torch.manual_seed(0)
             return build_model(args.arch, num_classes, 3).to(device)
 
-        ce = median_step_seconds(CE(model()), x, y, args.steps)
-        print(f"| {num_classes} | (CE) | {1000 * ce:.1f} | 1.00 | |")
+        units = {"CE": step_unit(CE(model()), x, y)}
         for explainer in ("gradcam", "input_gradient", "gradient_x_input"):
             method = Introspective(model(), IntrospectiveConfig(explainer=explainer, alpha=0.5))
-            t = median_step_seconds(method, x, y, args.steps)
-            target = {"gradcam": "<= 1.10"}.get(explainer, "")
-            if explainer == "input_gradient" and num_classes == 10:
-                target = f"<= {1 + num_classes / 3:.2f}"
-            print(f"| {num_classes} | {explainer} | {1000 * t:.1f} | {t / ce:.2f} | {target} |")
+            units[f"IL {explainer}"] = step_unit(method, x, y)
+        times = interleaved(units, rounds=args.rounds, sync=sync)
+        print(f"\nC = {num_classes}")
+        print(markdown(ratio_rows(times, "CE"), "IL / CE"), flush=True)
 
 
 if __name__ == "__main__":

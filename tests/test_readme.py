@@ -13,3 +13,59 @@ def test_splice_replaces_only_the_marked_block():
 def test_splice_needs_markers():
     with pytest.raises(ValueError, match="markers"):
         splice("no markers", "x")
+
+
+def _report(folder, profile, acc):
+    import json
+
+    (folder / profile / "tables").mkdir(parents=True)
+    (folder / profile / "tables" / "T2_regularizers.csv").write_text(
+        "method,stage,name,seeds,test_acc_mean,test_nll_mean\n"
+        f"CE,baselines,ce,3,{acc},0.5\nIL (full),introspective,full,3,61.0,0.45\n")
+    (folder / profile / "all_tables.md").write_text(f"| CE | {acc} |\n")
+    (folder / profile / "provenance.json").write_text(json.dumps({
+        "commit": "0123456789abcdef", "dataset_sha256": "ab" * 32, "machine": "x86_64",
+        "python": "3.11.7", "sizes": {"train": 3000, "val": 1000, "test": 10000}}))
+    return folder / profile
+
+
+def test_readme_splices_each_profile_into_its_own_block(tmp_path):
+    from pipeline.tools.readme import BLOCKS, main
+
+    _report(tmp_path / "reports", "quick", 98.5)
+    _report(tmp_path / "reports", "cifar10-cpu", 55.25)
+    start, end = BLOCKS["cifar10-cpu"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n")
+    main(readme, tmp_path / "reports")
+    text = readme.read_text()
+    quick, cifar = text.split(START)[1].split(END)[0], text.split(start)[1].split(end)[0]
+    assert "| CE | 98.5 |" in quick and "55.25" not in quick
+    assert "| CE | 55.25 |" in cifar and "commit `0123456789`" in cifar
+    assert "3000 train / 1000 val / 10000 test" in cifar
+
+
+def test_verify_reports_the_largest_difference_per_metric(tmp_path):
+    """bit-identical -> 0; a cell moved by more than its tolerance -> not ok; a lost row is
+    a problem."""
+    from pipeline.tools.verify import compare
+
+    reference = _report(tmp_path / "reports", "cifar10-cpu", 55.25)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    text = (reference / "tables/T2_regularizers.csv").read_text()
+    (fresh / "T2_regularizers.csv").write_text(text)
+    rows, problems = compare(reference, fresh)
+    assert not problems and all(r["max_diff"] == 0 and r["ok"] for r in rows)
+    (fresh / "T2_regularizers.csv").write_text(text.replace("55.25", "52.75")
+                                               .replace("0.45", "0.47"))
+    rows, _ = compare(reference, fresh)
+    by = {r["metric"]: r for r in rows}
+    assert by["test_acc_mean"]["max_diff"] == pytest.approx(2.5)
+    assert by["test_acc_mean"]["at"] == "CE / baselines / ce" and not by["test_acc_mean"]["ok"]
+    assert by["test_nll_mean"]["max_diff"] == pytest.approx(0.02) and by["test_nll_mean"]["ok"]
+    assert compare(reference, fresh, scale=2.0)[0][1]["ok"]  # tolerance doubled: 4.0 pp
+    (fresh / "T2_regularizers.csv").write_text(text.splitlines()[0] + "\n"
+                                               + text.splitlines()[1] + "\n")
+    _, problems = compare(reference, fresh)
+    assert len(problems) == 1 and "IL (full)" in problems[0]

@@ -77,6 +77,11 @@ def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps:
     ``method`` must already sit on ``x``'s device in ``accel``'s memory format.
     """
     x = x.contiguous(memory_format=accel.memory_format)
+    late = 10**6  # past any warm-up, at the end of the schedule: the full method
+    head = getattr(method.student, "fc", None)  # every Classifier ends in one Linear
+    classes = head.out_features if isinstance(head, torch.nn.Linear) else int(y.max()) + 1
+    method.bind(len(y), classes, late + 1, x.device)  # per-sample state (PS-KD, online LS)
+    method.index = torch.arange(len(y), device=x.device)
     optimizer = torch.optim.SGD([p for p in method.models.parameters() if p.requires_grad],
                                 lr=0.01, momentum=0.9)
     method.train()
@@ -84,7 +89,7 @@ def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps:
     for i in range(warmup + steps):
         tic = time.perf_counter()
         with accel.autocast(x.device):
-            loss = method.step(x, y, epoch=10**6).loss  # past any warm-up: the full method
+            loss = method.step(x, y, epoch=late).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -115,9 +120,19 @@ def entry(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--preset", default=None, help="a preset instead (presets/<name>.yaml "
+                        "over quick.yaml), e.g. paper-cifar10")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    if args.preset:
+        import yaml
+
+        from pipeline.core.config import parse_params
+        from pipeline.tools.presets import render
+
+        params = parse_params(yaml.safe_load(render(args.preset)), f"presets/{args.preset}.yaml")
+    else:
+        params = load_params(args.params)
     device = configure_runtime(params.runtime)
     accel = accel_for(params.runtime, device)
     n, classes, shape = dataset_shape(params)

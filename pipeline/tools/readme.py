@@ -1,30 +1,66 @@
-"""Copy the generated tables into README.md between two markers (never typed by hand).
+"""Copy the committed tables into README.md between markers (never typed by hand).
 
-    python -m pipeline.tools.readme        # after `dvc repro`; `make readme` does both
+    python -m pipeline.tools.readme        # `make readme`: dvc repro, report, then this
+
+Each profile that has a ``reports/<profile>/`` folder (``python -m pipeline.tools.report``)
+fills its own block: the quick profile's smoke tables and the CIFAR-10 CPU profile's results
+on real images, with its main figures and where its numbers come from.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+from pipeline.tools.report import REPORTS
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+# profile -> README markers; the quick profile keeps the original ones
+BLOCKS = {"quick": (START, END),
+          "cifar10-cpu": ("<!-- cifar10-cpu:start -->", "<!-- cifar10-cpu:end -->")}
+FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
+           ("T1_kd_components_accuracy.png", "T1: KD components"),
+           ("T4_introspective_components_accuracy.png", "T4: IL components"),
+           ("similarity_il_vs_teacher.png", "IL's class similarity vs the teacher's"))
 
 
-def splice(readme: str, block: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError(f"README.md lacks the markers {START} / {END}")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block.strip()}\n{END}{tail}"
+def splice(readme: str, block: str, start: str = START, end: str = END) -> str:
+    if start not in readme or end not in readme:
+        raise ValueError(f"README.md lacks the markers {start} / {end}")
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
-def main(readme: Path = Path("README.md"),
-         tables: Path = Path("results/tables/all_tables.md")) -> None:
-    if not tables.is_file():
-        sys.exit(f"error: {tables} not found; run `dvc repro` first")
-    readme.write_text(splice(readme.read_text(), tables.read_text()))
-    print(f"[ilkd] {readme}: results section updated from {tables}")
+def block(folder: Path) -> str:
+    """The tables of one report, preceded (beyond the quick profile) by provenance and figures."""
+    text = (folder / "all_tables.md").read_text()
+    if folder.name == "quick":
+        return text
+    prov = json.loads((folder / "provenance.json").read_text())
+    sizes = prov["sizes"]
+    lines = [f"Generated from `{folder}/` (commit `{prov['commit'][:10]}`, dataset sha256 "
+             f"`{prov['dataset_sha256'][:12]}`: {sizes['train']} train / {sizes['val']} val / "
+             f"{sizes['test']} test images; {prov['machine']} CPU, Python {prov['python']}).", ""]
+    figures = [(name, title) for name, title in FIGURES if (folder / "figures" / name).is_file()]
+    if figures:
+        lines += [" ".join(f"![{title}]({folder}/figures/{name})" for name, title in figures), ""]
+    return "\n".join(lines) + text
+
+
+def main(readme: Path = Path("README.md"), reports: Path = REPORTS) -> None:
+    text, done = readme.read_text(), []
+    for profile, (start, end) in BLOCKS.items():
+        folder = reports / profile
+        if (folder / "all_tables.md").is_file():
+            text = splice(text, block(folder), start, end)
+            done.append(str(folder))
+    if not done:
+        sys.exit(f"error: no {reports}/<profile>/all_tables.md; run `make readme` "
+                 "(dvc repro, then python -m pipeline.tools.report)")
+    readme.write_text(text)
+    print(f"[ilkd] {readme}: results sections updated from {', '.join(done)}")
 
 
 if __name__ == "__main__":

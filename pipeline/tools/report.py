@@ -1,0 +1,65 @@
+"""Commit a profile's results: ``results/tables`` and ``results/figures`` -> ``reports/<profile>/``.
+
+    python -m pipeline.tools.report           # after `dvc repro`; `make readme` runs it
+
+``results/`` holds DVC outputs (their hashes are in ``dvc.lock``, their bytes in DVC's
+cache); ``reports/<profile>/`` is the small, reviewed copy that git keeps for every profile
+that was run, with the params and the commit that produced it. ``make readme`` splices the
+README from it and ``make verify`` compares a fresh regeneration against it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPORTS = Path("reports")
+TABLES, FIGURES = Path("results/tables"), Path("results/figures")
+
+
+def profile_of(params: Path = Path("params.yaml")) -> str:
+    return str(yaml.safe_load(params.read_text())["profile"])
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
+    if not (TABLES / "all_tables.md").is_file():
+        raise SystemExit(f"error: {TABLES / 'all_tables.md'} not found; run `dvc repro` first")
+    target = reports / profile_of(params)
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "tables").mkdir(parents=True)
+    for path in sorted(TABLES.glob("*.csv")):
+        shutil.copy2(path, staging / "tables" / path.name)
+    shutil.copy2(TABLES / "all_tables.md", staging / "all_tables.md")
+    if FIGURES.is_dir():
+        shutil.copytree(FIGURES, staging / "figures")
+    shutil.copy2(params, staging / "params.yaml")
+    meta = json.loads(Path("data/prepared/meta.json").read_text())
+    provenance = {"commit": _git("rev-parse", "HEAD"),
+                  "code_changed_since_commit": bool(_git("status", "--porcelain", "--",
+                                                         "pipeline", "stages", "dvc.yaml")),
+                  "dataset": meta["dataset"], "dataset_sha256": meta["sha256"],
+                  "sizes": meta["sizes"], "machine": platform.machine(),
+                  "processor": platform.processor() or "", "python": platform.python_version()}
+    (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    print(f"[ilkd] {target}: tables, figures, params and provenance of this run")
+    return target
+
+
+if __name__ == "__main__":
+    save()
