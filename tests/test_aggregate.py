@@ -154,3 +154,18 @@ def test_figures_have_expected_axes(tmp_path, base_raw):
             "all_tables.md"} <= names
     t1 = (tmp_path / "tables" / "T1_kd_components.md").read_text()
     assert "| KD (full) | 0 (missing: 0 1) |" in t1  # not run -> reported as missing
+
+
+def test_teacher_line_warns_when_the_teacher_is_no_better(tmp_path):
+    from pipeline.results.aggregate import teacher_line
+
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "metrics.json").write_text(json.dumps({"test_acc": 60.0}))
+    for seed, acc in zip((0, 1, 2), (58.0, 61.0, 64.0), strict=True):  # CE mean 61 > 60
+        _write(tmp_path, "baselines", "ce", seed, test_acc=acc, test_nll=1.0)
+    line = teacher_line(tmp_path, CE_ROW, [0, 1, 2])
+    assert line.startswith("**Warning: the teacher is not better than its student.**")
+    assert "Teacher: test top-1 60.00%; CE student: 61.00% (mean of 3 seeds)" in line
+    for seed in (0, 1, 2):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=45.0, test_nll=1.0)
+    assert teacher_line(tmp_path, CE_ROW, [0, 1, 2]).startswith("Teacher: test top-1 60.00%")

@@ -60,6 +60,14 @@ BAD = [
     ("runtime.amp", "fp8", "runtime.amp: input should be 'off', 'auto', 'bf16' or 'fp16'"),
     ("runtime.amp", True, "runtime.amp: input should be 'off', 'auto', 'bf16' or 'fp16'"),
     ("runtime.channels_last", "yes", "runtime.channels_last: input should be a valid boolean"),
+    ("kd.temperature", 2.0, "kd.temperature: unknown key"),
+    ("introspective.alpha", -0.1, "introspective.alpha: input should be greater than or equal"),
+    ("introspective.tau", 0.0, "introspective.tau: input should be greater than 0"),
+    ("student.model.arch", "resnet9", "student.model.arch: unknown architecture 'resnet9'"),
+    ("ps_kd.alpha_T", 1.5, "ps_kd.alpha_T: input should be less than or equal to 1"),
+    ("cs_kd.T", 0.0, "cs_kd.T: input should be greater than 0"),
+    ("tf_kd_virtual.soften_teacher", False, "tf_kd_virtual: T: 4.0 with soften_teacher: false"),
+    ("student.train.eval_every", 0, "student.train.eval_every: input should be greater than 0"),
 ]
 
 

@@ -202,34 +202,17 @@ def _images(root: Path, split: str, classes: list[str]) -> None:
         Image.new("RGB", (4, 4)).save(root / split / name / "a.png")
 
 
-PARAM_CASES = [
-    ("unknown key", "student.train.lrr", 0.1, "student.train.lrr: unknown key"),
-    ("typo in a section", "kd.temperature", 2.0, "kd.temperature: unknown key"),
-    ("wrong type", "student.train.epochs", "ten", "student.train.epochs: input should be"),
-    ("negative temperature", "kd.T", -2.0, "kd.T: input should be greater than 0"),
-    ("alpha above 1", "kd.alpha", 1.5, "kd.alpha: input should be less than or equal to 1"),
-    ("alpha below 0", "introspective.alpha", -0.1, "introspective.alpha: input should be"),
-    ("empty seed list", "seeds", [], "seeds: list should have at least 1 item"),
-    ("unknown dataset", "data.name", "mnist", "data.name: input should be"),
-    ("unknown variant in params", "kd_ablation.variants", ["full", "half"],
-     "kd_ablation.variants: unknown kd variant 'half'"),
-    ("unknown architecture", "student.model.arch", "resnet9", "unknown architecture 'resnet9'"),
-    ("negative learning rate", "student.train.lr", -0.1, "student.train.lr: input should be"),
-    ("tau zero", "introspective.tau", 0.0, "introspective.tau: input should be greater than 0"),
-]
-
-
-@pytest.mark.parametrize(("case", "key", "value", "message"), PARAM_CASES,
-                         ids=[c[0] for c in PARAM_CASES])
-def test_bad_params_fail_before_training(tmp_path, base_raw, migrated_db, case, key, value,
-                                         message):
+def test_bad_params_fail_before_training(tmp_path, base_raw, migrated_db):
+    """A training stage with a params typo: exit 2, one line naming the key, nothing written.
+    (Every kind of bad value is checked in process by tests/test_config.py; this is the
+    end-to-end path through the stage command.)"""
     root = make_project(tmp_path / "p", tiny_raw(base_raw), migrated_db)
-    raw = _edit(tiny_raw(base_raw), key, value)
+    raw = _edit(tiny_raw(base_raw), "student.train.lrr", 0.1)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = stage(root, "baselines", "--method", "ce", "--seed", "0")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: params.yaml: ") and message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: params.yaml: student.train.lrr: unknown key")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (root / "results").exists() and not (root / "models").exists()
 
 
