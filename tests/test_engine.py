@@ -48,12 +48,13 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_interruption_is_bit_identical(tmp_path):
-    data = device_data()
-    cfg = train_cfg(epochs=4)
+def _full_and_resumed(make, tmp_path):
+    """An uninterrupted 4-epoch run, and one killed after epoch 2 then resumed in a "fresh
+    process" (other global RNG state, other initial weights): both histories, and the
+    checkpoint the resume started from."""
+    data, cfg = device_data(), train_cfg(epochs=4)
     engine.seed_everything(0)
-    full = engine.fit(_ce(), data, cfg, seed=0, progress=False)
-
+    full = engine.fit(make(0), data, cfg, seed=0, progress=False)
     ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
 
     def die_after_two(row):
@@ -62,14 +63,19 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
 
     engine.seed_everything(0)
     with pytest.raises(Killed):
-        engine.fit(_ce(), data, cfg, seed=0, checkpoint=ckpt, on_epoch=die_after_two,
+        engine.fit(make(0), data, cfg, seed=0, checkpoint=ckpt, on_epoch=die_after_two,
                    extra={"run_id": "r1"}, progress=False)
     state = ckpt.load()
-    assert state["epoch"] == 2 and state["extra"] == {"run_id": "r1"}
-    engine.seed_everything(123)  # a fresh process would have other RNG state
-    resumed = engine.fit(_ce(seed=99), data, cfg, seed=0, checkpoint=ckpt, resume=state,
+    engine.seed_everything(123)
+    resumed = engine.fit(make(99), data, cfg, seed=0, checkpoint=ckpt, resume=state,
                          progress=False)
-    assert _strip(resumed) == _strip(full)
+    return _strip(full), _strip(resumed), state
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path):
+    full, resumed, state = _full_and_resumed(_ce, tmp_path)
+    assert state["epoch"] == 2 and state["extra"] == {"run_id": "r1"}
+    assert resumed == full
 
 
 @pytest.mark.parametrize("name", ["ps_kd", "online_label_smoothing"])
@@ -79,29 +85,14 @@ def test_methods_with_state_resume_bit_identical(tmp_path, name):
     from pipeline.methods.online_label_smoothing import OnlineLabelSmoothing
     from pipeline.methods.ps_kd import PSKD
 
-    def make(seed=0):
+    def make(seed):
         torch.manual_seed(seed)
         student = build_model("small_cnn", 4, 1, 0.25)
         return PSKD(student, 0.8) if name == "ps_kd" else OnlineLabelSmoothing(student, 0.5)
 
-    data, cfg = device_data(), train_cfg(epochs=4)
-    engine.seed_everything(0)
-    full = engine.fit(make(), data, cfg, seed=0, progress=False)
-    ckpt = engine.Checkpoint(tmp_path / "last.pt", "abc")
-
-    def die_after_two(row):
-        if row["epoch"] == 2:
-            raise Killed
-
-    engine.seed_everything(0)
-    with pytest.raises(Killed):
-        engine.fit(make(), data, cfg, seed=0, checkpoint=ckpt, on_epoch=die_after_two,
-                   progress=False)
-    state = ckpt.load()
+    full, resumed, state = _full_and_resumed(make, tmp_path)
     assert state["method"]  # the method's own state is in the checkpoint
-    resumed = engine.fit(make(99), data, cfg, seed=0, checkpoint=ckpt, resume=state,
-                         progress=False)
-    assert _strip(resumed) == _strip(full)
+    assert resumed == full
 
 
 def test_eval_every_scores_some_epochs_and_the_last():
