@@ -169,3 +169,32 @@ def test_teacher_line_warns_when_the_teacher_is_no_better(tmp_path):
     for seed in (0, 1, 2):
         _write(tmp_path, "baselines", "ce", seed, test_acc=45.0, test_nll=1.0)
     assert teacher_line(tmp_path, CE_ROW, [0, 1, 2]).startswith("Teacher: test top-1 60.00%")
+
+
+def test_claims_pair_by_seed_and_say_whether_the_paper_holds(tmp_path, base_raw):
+    """IL - CE per seed [2, 3, 4]: mean 3 ± 2.48, excludes 0 -> "yes"; IL - KD per seed
+    [0, 1, 2] -> "consistent" with IL ≈ KD; KD full - uniform [-2, -3, -4] -> the opposite."""
+    from pipeline.results.aggregate import claim_rows
+
+    raw = json.loads(json.dumps(base_raw))
+    raw["tune"]["enabled"] = False
+    raw["baselines"]["methods"] = ["ce"]
+    raw["kd_ablation"]["variants"] = ["full", "uniform_non_gt"]
+    raw["introspective_ablation"]["variants"] = ["full"]
+    params = parse_params(raw)
+    for seed in (0, 1, 2):
+        _write(tmp_path, "baselines", "ce", seed, test_acc=50.0 + seed, test_nll=1.0)
+        _write(tmp_path, "introspective", "full", seed, test_acc=52.0 + 2 * seed, test_nll=1.0)
+        _write(tmp_path, "kd_ablation", "full", seed, test_acc=52.0 + seed, test_nll=1.0)
+        _write(tmp_path, "kd_ablation", "uniform_non_gt", seed, test_acc=54.0 + 2 * seed,
+               test_nll=1.0)
+    df = claim_rows(params, tmp_path, [0, 1, 2]).set_index("claim")
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) * sd 1 / sqrt(3)
+    ce = df.loc["IL > CE"]
+    assert (ce["d_acc"], ce["d_acc_ci_low"]) == pytest.approx((3.0, 3.0 - half))
+    assert ce["verdict"] == "better" and ce["holds"] == "yes" and ce["recipe"] == "default"
+    kd = df.loc["IL ≈ KD"]
+    assert kd["d_acc"] == pytest.approx(1.0) and kd["holds"] == "consistent"
+    ablation = df.loc["KD full > KD uniform non-GT"]
+    assert ablation["d_acc"] == pytest.approx(-3.0) and ablation["holds"] == "no: the opposite"
+    assert "IL > LS" not in df.index  # label smoothing is not configured: no claim row

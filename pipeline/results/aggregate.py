@@ -22,7 +22,7 @@ from scipy import stats
 
 from pipeline.core.config import Params
 from pipeline.core.runs import RunSpec
-from pipeline.methods import REGISTRY
+from pipeline.methods import REGISTRY, VARIANT_LABELS
 
 METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
 LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
@@ -207,6 +207,93 @@ def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int]) -> pd.D
     return pd.DataFrame.from_records(records)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """"``a`` vs ``b``" as the paper states it: ``paper`` is "better" (a > b), "similar"
+    (a ≈ b) or "" (beyond the paper: reported, not judged)."""
+
+    text: str
+    a: Row
+    b: Row
+    paper: str = "better"
+
+
+def claims(params: Params) -> list[tuple[str, Claim]]:
+    """``(recipe, claim)`` for every claim whose rows this params file runs: the method
+    comparisons with the default recipes and with the tuned ones, the component ablations
+    (T1, T4) with the default recipe."""
+    tuned = set(params.tune.all_methods) if params.tune.enabled else set()
+    methods = [("CE", "ce", "better"), ("LS", "label_smoothing", "better"),
+               ("CP", "confidence_penalty", "better"), ("KD", "kd", "similar"),
+               ("DML", "dml", "similar"), ("PS-KD", "ps_kd", ""), ("CS-KD", "cs_kd", ""),
+               ("online LS", "online_label_smoothing", ""), ("Tf-KD", "tf_kd_virtual", "")]
+    out: list[tuple[str, Claim]] = []
+    il = default_row("introspective", params)
+    for short, method, paper in methods:
+        other = default_row(method, params)
+        sign = ">" if paper == "better" else "≈" if paper == "similar" else "vs"
+        if il is not None and other is not None:
+            out.append(("default", Claim(f"IL {sign} {short}", il, other, paper)))
+        if {"introspective", method} <= tuned:
+            out.append(("tuned", Claim(f"IL {sign} {short}", Row("IL (tuned)", "tuned",
+                                                                 "introspective"),
+                                       Row(f"{short} (tuned)", "tuned", method), paper)))
+    for stage, method, variants in (("kd_ablation", "kd", params.kd_ablation.variants),
+                                    ("introspective", "introspective",
+                                     params.introspective_ablation.variants)):
+        short = REGISTRY[method].short
+        if "full" not in variants:
+            continue
+        for control in ("uniform_non_gt", "shuffled_non_gt"):
+            if control in variants:
+                out.append(("default", Claim(
+                    f"{short} full > {short} {VARIANT_LABELS[control]}",
+                    Row(f"{short} full", stage, "full"), Row(control, stage, control))))
+    return out
+
+
+def claim_rows(params: Params, source: Path | Lookup, seeds: Sequence[int]) -> pd.DataFrame:
+    """Each claim's paired top-1 difference (a - b) with its 95% t-interval and whether this
+    profile supports it."""
+    results = file_lookup(source) if isinstance(source, Path) else source
+    records = []
+    for recipe, claim in claims(params):
+        a, b = load_runs(results, claim.a, seeds), load_runs(results, claim.b, seeds)
+        pairs = [a[s]["test_acc"] - b[s]["test_acc"] for s in seeds
+                 if a.get(s) is not None and b.get(s) is not None]
+        mean, low, high = paired_ci(pairs)
+        found = verdict(low, high, len(pairs))
+        if found.startswith("too few"):
+            holds = "undecided"
+        elif claim.paper == "better":
+            holds = {"better": "yes", "worse": "no: the opposite"}.get(found, "not shown")
+        elif claim.paper == "similar":
+            holds = "consistent" if found == "no clear difference" else f"no: A {found}"
+        else:
+            holds = "—"
+        records.append({"claim": claim.text, "recipe": recipe, "paper": claim.paper or "—",
+                        "paired_seeds": len(pairs), "d_acc": mean, "d_acc_ci_low": low,
+                        "d_acc_ci_high": high, "verdict": found, "holds": holds})
+    return pd.DataFrame.from_records(records)
+
+
+def claims_markdown(df: pd.DataFrame) -> str:
+    lines = ["**Claims — each comparison paired by seed (top-1 of A minus B, 95% t-interval)**",
+             "", "| claim (A vs B) | recipe | seeds | Δ top-1 [95% CI] | verdict | paper | "
+             "holds here? |", "|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        delta = "n/a" if math.isnan(r["d_acc"]) else (
+            f"{r['d_acc']:+.2f}" if math.isnan(r["d_acc_ci_low"]) else
+            f"{r['d_acc']:+.2f} [{r['d_acc_ci_low']:+.2f}, {r['d_acc_ci_high']:+.2f}]")
+        paper = {"better": "A > B", "similar": "A ≈ B"}.get(r["paper"], "—")
+        lines.append(f"| {r['claim']} | {r['recipe']} | {r['paired_seeds']} | {delta} | "
+                     f"{r['verdict']} | {paper} | {r['holds']} |")
+    lines += ["", "\"not shown\": the interval includes 0 — this profile cannot tell the two "
+              "apart, which is not evidence that they are equal; \"consistent\" for an ≈ "
+              "claim means only that no difference was detected."]
+    return "\n".join(lines) + "\n"
+
+
 def _pm(mean: float, std: float, digits: int) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
@@ -349,6 +436,12 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
         save_figure(accuracy_curves({r.label: histories(results, r, seeds) for r in table.rows},
                                     table.title + " — test accuracy per epoch"), curves)
         written += [csv, md, fig, curves]
+    claimed = claim_rows(params, results, seeds)
+    if not claimed.empty:
+        csv = tables_dir / "claims.csv"
+        atomic_write_text(csv, claimed.to_csv(index=False))
+        markdown.append(claims_markdown(claimed))
+        written.append(csv)
     similarity = similarity_rows(results, params, teacher_similarity)
     if not similarity.empty:
         csv = tables_dir / "similarity_vs_teacher.csv"
