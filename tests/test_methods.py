@@ -236,7 +236,7 @@ def test_dml_original_form_sums():
 
 
 def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):
-    """Design 3b, checked over the whole registry: one-hot targets make each loss plain CE,
+    """Convex form, checked over the whole registry: one-hot targets make each loss plain CE,
     so no method trains at a different loss scale than CE."""
     import copy
 
