@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro readme verify test test-fast lint ui ui-shot bench preset estimate
+.PHONY: install repro queue readme verify test test-fast lint ui ui-shot bench preset estimate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ else
 endif
 
 # commit this profile's tables (reports/<profile>/) and splice them into README.md
+# DVC's experiment queue with N workers (after `dvc exp run --queue ...`); the local MLflow
+# store is created first, as two first-time schema migrations at once would collide
+queue: install
+	$(PY) -c "from pipeline.tools.parallel import prepare_tracking_store as p; p()"
+	dvc queue start -j $(J)
+
 readme: repro
 	$(PY) -m pipeline.tools.report
 	$(PY) -m pipeline.tools.readme
