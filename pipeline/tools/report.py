@@ -4,7 +4,8 @@
 
 ``results/`` holds DVC outputs (their hashes are in ``dvc.lock``, their bytes in DVC's
 cache); ``reports/<profile>/`` is the small, reviewed copy that git keeps for every profile
-that was run, with the params and the commit that produced it. ``make readme`` splices the
+that was run, with the params, ``dvc.lock`` (the md5 of every output) and the commit
+that produced it. ``make readme`` splices the
 README from it and ``make verify`` compares a fresh regeneration against it.
 """
 
@@ -47,6 +48,8 @@ def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
     if FIGURES.is_dir():
         shutil.copytree(FIGURES, staging / "figures")
     shutil.copy2(params, staging / "params.yaml")
+    if Path("dvc.lock").is_file():  # every output's md5: which runs these tables came from
+        shutil.copy2("dvc.lock", staging / "dvc.lock")
     meta = json.loads(Path("data/prepared/meta.json").read_text())
     provenance = {"commit": _git("rev-parse", "HEAD"),
                   "code_changed_since_commit": bool(_git("status", "--porcelain", "--",
