@@ -26,13 +26,13 @@ else
 	$(PY) -m pipeline.tools.parallel -j $(J)
 endif
 
-# commit this profile's tables (reports/<profile>/) and splice them into README.md
 # DVC's experiment queue with N workers (after `dvc exp run --queue ...`); the local MLflow
 # store is created first, as two first-time schema migrations at once would collide
 queue: install
 	$(PY) -c "from pipeline.tools.parallel import prepare_tracking_store as p; p()"
 	dvc queue start -j $(J)
 
+# commit this profile's tables (reports/<profile>/) and splice them into README.md
 readme: repro
 	$(PY) -m pipeline.tools.report
 	$(PY) -m pipeline.tools.readme

@@ -7,16 +7,16 @@ import shutil
 import pytest
 import yaml
 
-from pipeline.core.config import load_params, parse_params
+from pipeline.core.config import load_params
 from pipeline.core.errors import ConfigError
 from pipeline.tools.estimate import dataset_shape, plan, step_seconds
-from pipeline.tools.presets import available, render, use
+from pipeline.tools.presets import available, load_preset, render, use
 
 from .conftest import REPO
 
 
 def preset(name):
-    return parse_params(yaml.safe_load(render(name, REPO / "presets")))
+    return load_preset(name, REPO / "presets")
 
 
 @pytest.mark.parametrize("name", ["quick", "paper-cifar10", "paper-cifar100", "imagefolder",

@@ -125,12 +125,9 @@ def entry(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
     if args.preset:
-        import yaml
+        from pipeline.tools.presets import load_preset
 
-        from pipeline.core.config import parse_params
-        from pipeline.tools.presets import render
-
-        params = parse_params(yaml.safe_load(render(args.preset)), f"presets/{args.preset}.yaml")
+        params = load_preset(args.preset)
     else:
         params = load_params(args.params)
     device = configure_runtime(params.runtime)

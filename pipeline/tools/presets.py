@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.cli import main as cli_main
-from pipeline.core.config import parse_params
+from pipeline.core.config import Params, parse_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
 
@@ -46,8 +46,12 @@ def _merge(base: Any, overlay: dict[str, Any], where: str) -> None:
             base[key] = value
 
 
-def render(name: str, folder: Path = PRESETS) -> str:
-    """The full params text of preset ``name``: its header comment, then base + overlay."""
+def _header_length(lines: list[str]) -> int:
+    """How many leading lines are comments (a preset's description)."""
+    return next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+
+
+def _render(name: str, folder: Path) -> tuple[str, Params]:
     from ruamel.yaml import YAML  # round-trip YAML keeps the base's comments (comes with DVC)
 
     source = folder / f"{name}.yaml"
@@ -58,11 +62,9 @@ def render(name: str, folder: Path = PRESETS) -> str:
         text = base_text
     else:
         overlay_text = source.read_text()
-        header = [line for line in overlay_text.splitlines() if line.startswith("#")]
-        header = header[: next((i for i, line in enumerate(overlay_text.splitlines())
-                                if not line.startswith("#")), len(header))]
-        body = "\n".join(line for i, line in enumerate(base_text.splitlines())
-                         if i >= _header_length(base_text))
+        overlay_lines, base_lines = overlay_text.splitlines(), base_text.splitlines()
+        header = overlay_lines[:_header_length(overlay_lines)]
+        body = "\n".join(base_lines[_header_length(base_lines):])
         yaml = YAML()
         yaml.width, yaml.preserve_quotes = 4096, True
         yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar(
@@ -77,13 +79,18 @@ def render(name: str, folder: Path = PRESETS) -> str:
         text = "\n".join(header) + "\n" + out.getvalue()
     import yaml as pyyaml
 
-    parse_params(pyyaml.safe_load(text), str(source))
-    return text
+    return text, parse_params(pyyaml.safe_load(text), str(source))
 
 
-def _header_length(text: str) -> int:
-    lines = text.splitlines()
-    return next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+def render(name: str, folder: Path = PRESETS) -> str:
+    """The full params text of preset ``name`` (validated): its header comment, then
+    base + overlay."""
+    return _render(name, folder)[0]
+
+
+def load_preset(name: str, folder: Path = PRESETS) -> Params:
+    """The validated params of preset ``name``, without writing ``params.yaml``."""
+    return _render(name, folder)[1]
 
 
 def use(name: str, target: Path = Path("params.yaml"), folder: Path = PRESETS) -> None:
