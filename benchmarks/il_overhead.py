@@ -25,18 +25,7 @@ from pipeline.core.config import IntrospectiveConfig  # noqa: E402
 from pipeline.core.models import build_model  # noqa: E402
 from pipeline.methods.ce import CE  # noqa: E402
 from pipeline.methods.introspective import Introspective  # noqa: E402
-
-
-def step_unit(method, x: torch.Tensor, y: torch.Tensor):
-    optimizer = torch.optim.SGD(method.models.parameters(), lr=0.01, momentum=0.9)
-    method.train()
-
-    def unit() -> None:
-        loss = method.step(x, y, epoch=10**6).loss  # past any warm-up: the full method
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return unit
+from pipeline.tools.estimate import training_step  # noqa: E402
 
 
 def main() -> None:
@@ -61,10 +50,10 @@ def main() -> None:
             torch.manual_seed(0)
             return build_model(args.arch, num_classes, 3).to(device)
 
-        units = {"CE": step_unit(CE(model()), x, y)}
+        units = {"CE": training_step(CE(model()), x, y)}
         for explainer in ("gradcam", "input_gradient", "gradient_x_input"):
             method = Introspective(model(), IntrospectiveConfig(explainer=explainer, alpha=0.5))
-            units[f"IL {explainer}"] = step_unit(method, x, y)
+            units[f"IL {explainer}"] = training_step(method, x, y)
         times = interleaved(units, rounds=args.rounds, sync=sync)
         print(f"\nC = {num_classes}")
         print(markdown(ratio_rows(times, "CE"), "IL / CE"), flush=True)

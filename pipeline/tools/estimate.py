@@ -17,6 +17,7 @@ import argparse
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -70,14 +71,16 @@ def step_seconds(params: Params, method: str, classes: int, shape, batch: int,
     return median_step_seconds(m, x, y, steps, warmup=2 if accel.compile else 1, accel=accel)
 
 
-def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps: int,
-                        warmup: int = 2, accel: Accel = PLAIN) -> float:
-    """Median wall time of a full training step (forward, loss, backward, SGD update).
+def training_step(method: Method, x: torch.Tensor, y: torch.Tensor,
+                  accel: Accel = PLAIN) -> Callable[[], None]:
+    """One full training step of ``method`` on ``(x, y)`` (forward, loss, backward, SGD
+    update) as a callable, at the end of the schedule (past any warm-up: the full method);
+    what the estimate and ``benchmarks/il_overhead.py`` time.
 
     ``method`` must already sit on ``x``'s device in ``accel``'s memory format.
     """
     x = x.contiguous(memory_format=accel.memory_format)
-    late = 10**6  # past any warm-up, at the end of the schedule: the full method
+    late = 10**6
     head = getattr(method.student, "fc", None)  # every Classifier ends in one Linear
     classes = head.out_features if isinstance(head, torch.nn.Linear) else int(y.max()) + 1
     method.bind(len(y), classes, late + 1, x.device)  # per-sample state (PS-KD, online LS)
@@ -85,14 +88,24 @@ def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps:
     optimizer = torch.optim.SGD([p for p in method.models.parameters() if p.requires_grad],
                                 lr=0.01, momentum=0.9)
     method.train()
-    times = []
-    for i in range(warmup + steps):
-        tic = time.perf_counter()
+
+    def step() -> None:
         with accel.autocast(x.device):
             loss = method.step(x, y, epoch=late).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return step
+
+
+def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps: int,
+                        warmup: int = 2, accel: Accel = PLAIN) -> float:
+    """Median wall time of :func:`training_step` over ``steps`` steps after ``warmup``."""
+    step = training_step(method, x, y, accel)
+    times = []
+    for i in range(warmup + steps):
+        tic = time.perf_counter()
+        step()
         if x.is_cuda:
             torch.cuda.synchronize()
         if i >= warmup:
