@@ -436,18 +436,15 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
         save_figure(accuracy_curves({r.label: histories(results, r, seeds) for r in table.rows},
                                     table.title + " — test accuracy per epoch"), curves)
         written += [csv, md, fig, curves]
-    claimed = claim_rows(params, results, seeds)
-    if not claimed.empty:
-        csv = tables_dir / "claims.csv"
-        atomic_write_text(csv, claimed.to_csv(index=False))
-        markdown.append(claims_markdown(claimed))
-        written.append(csv)
-    similarity = similarity_rows(results, params, teacher_similarity)
-    if not similarity.empty:
-        csv = tables_dir / "similarity_vs_teacher.csv"
-        atomic_write_text(csv, similarity.to_csv(index=False))
-        markdown.append(similarity_markdown(similarity))
-        written.append(csv)
+    extra = (("claims", claim_rows(params, results, seeds), claims_markdown),
+             ("similarity_vs_teacher", similarity_rows(results, params, teacher_similarity),
+              similarity_markdown))
+    for name, df, render in extra:  # CSV + a section of all_tables.md, when it has rows
+        if not df.empty:
+            csv = tables_dir / f"{name}.csv"
+            atomic_write_text(csv, df.to_csv(index=False))
+            markdown.append(render(df))
+            written.append(csv)
     all_md = tables_dir / "all_tables.md"
     atomic_write_text(all_md, "\n".join(m for m in markdown if m))
     written.append(all_md)
