@@ -17,14 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# make repro J=2: N workers over DVC's graph (pipeline/tools/parallel.py); J=1 is plain `dvc repro`
+# make repro J=2: N workers over DVC's graph (pipeline/tools/parallel.py); J=1 is plain
+# `dvc repro`. Either way stage processes start warm (pipeline/tools/warm.py).
 J ?= 1
 repro: install
-ifeq ($(J),1)
-	dvc repro
-else
 	$(PY) -m pipeline.tools.parallel -j $(J)
-endif
 
 # DVC's experiment queue with N workers (after `dvc exp run --queue ...`); the local MLflow
 # store is created first, as two first-time schema migrations at once would collide
