@@ -9,6 +9,8 @@
 Locally, every stage command is handed to a warm process that imported torch and MLflow
 once (``pipeline/tools/warm.py``; ``--cold`` turns it off): a stage then starts in about
 0.5 s instead of 5 s. With ``-j 1`` this is a plain ``dvc repro`` under that warm process.
+Either way it first asks DVC which stages changed: when none did, it stops there (2.8 s on
+the quick profile, against 3.6 s for a no-op ``dvc repro``).
 
 DVC runs stages one at a time. With ``-j N`` this walks DVC's own graph instead: it asks DVC which
 stages changed, adds everything downstream of them, and starts ``dvc --wait-for-lock
@@ -266,8 +268,6 @@ def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
 def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
         dry: bool = False, cluster: str | None = None, repo: str | None = None,
         warm: bool = True) -> int:
-    if workers == 1 and not (dry or cluster or gpus):
-        return run_sequential(targets, force, warm)
     plan = make_plan(targets, force)
     if dry:
         for stage in plan.order:
@@ -277,6 +277,8 @@ def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
     if not plan.order:
         print("[parallel] every stage is up to date (DVC's own check); nothing to run")
         return 0
+    if workers == 1 and not (cluster or gpus):
+        return run_sequential(targets, force, warm)
     if cluster:
         return _run_plan(plan, targets, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
                          f"on the Dask cluster {cluster}", pull=True)
