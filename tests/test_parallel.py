@@ -39,6 +39,12 @@ def lock_summary(root: Path) -> dict:
     return out
 
 
+def metric_hashes(root: Path) -> dict[str, str]:
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
+            if o["path"].endswith("metrics.json")}
+
+
 def runner(root: Path, *args: str, check: bool = True):
     return sh(root, sys.executable, "-m", "pipeline.tools.parallel", *args, check=check,
               PYTHONPATH=str(root))
@@ -46,8 +52,11 @@ def runner(root: Path, *args: str, check: bool = True):
 
 def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, migrated_db):
     raw = small_dag(base_raw)
+    # `make repro` (J=1): DVC's own `dvc repro`, its stage commands started warm
     sequential = make_dvc_project(tmp_path / "seq", raw, migrated_db)
-    dvc(sequential, "repro")
+    runner(sequential, "-j", "1")
+    assert json.loads(dvc(sequential, "status", "--json").stdout) == {}
+    assert "nothing to run" in runner(sequential, "-j", "1").stdout  # up to date: stops early
 
     parallel = make_dvc_project(tmp_path / "par", raw, migrated_db)
     plan = runner(parallel, "--dry").stdout
@@ -80,6 +89,8 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     assert "finds nothing left to run" in resumed.stdout
     assert json.loads(dvc(parallel, "status", "--json").stdout) == {}
     assert lock_summary(parallel) == lock_summary(sequential)
+    # one torch thread per run (the quick profile's runtime.num_threads): the same numbers
+    assert metric_hashes(parallel) == metric_hashes(sequential)
 
 
 def test_plan_waits_only_for_stages_in_the_plan():

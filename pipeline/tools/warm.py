@@ -188,6 +188,7 @@ class Server:
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.children: dict[int, socket.socket] = {}  # pid -> the caller's connection
         self.stopping = False
+        self.parent = os.getppid()
 
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -200,6 +201,8 @@ class Server:
                 else:
                     self._from_caller(key.fileobj, key.data)
             self._reap()
+            if not self.stopping and os.getppid() != self.parent:  # whoever started it died
+                self._stop(signal.SIGTERM, None)
         self.listener.close()
 
     def _stop(self, signum, frame) -> None:
