@@ -89,6 +89,14 @@ def test_exit_status_and_errors_come_back(server, project):
     assert "unknown method 'nope'" in user_error.stderr
 
 
+def test_a_large_environment_arrives_whole(server, project):
+    big = "x" * 100_000  # five of them: more than one socket buffer (one variable <= 128 KiB)
+    out = probe(project, server, MARK=big, **{f"BIG{i}": big for i in range(5)})
+    assert out.returncode == 0, out.stderr
+    assert "[warm]" not in out.stderr  # handed over, not run cold after a failed hand-over
+    assert f"mark={big} " in out.stdout
+
+
 def test_without_a_reachable_server_the_stage_runs_cold(project, tmp_path):
     out = probe(project, str(tmp_path / "no-such-socket"), "a", MARK="y")
     assert out.returncode == 0

@@ -34,6 +34,7 @@ import importlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -89,7 +90,14 @@ def delegate() -> None:
     module, args = command
     payload = json.dumps({"module": module, "args": args, "cwd": os.getcwd(),
                           "env": dict(os.environ)}).encode()
-    socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    message = _HEADER.pack(len(payload)) + payload
+    try:  # the descriptors travel with the first bytes; a large environment may need more sends
+        sent = socket.send_fds(conn, [message], [0, 1, 2])
+        conn.sendall(message[sent:])
+    except OSError as exc:  # e.g. a closed stdin: nothing to hand over, so run here
+        print(f"[warm] could not hand over {module} ({exc}); starting cold", file=sys.stderr)
+        conn.close()
+        return
 
     def forward(signum, frame):
         conn.sendall(b"I" if signum == signal.SIGINT else b"T")
@@ -132,16 +140,21 @@ def preload() -> list[str]:
 
 def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-    if len(data) < _HEADER.size:
-        raise ConnectionError("short request")
-    size = _HEADER.unpack(data[:_HEADER.size])[0]
-    body = data[_HEADER.size:]
-    while len(body) < size:
-        chunk = conn.recv(size - len(body))
-        if not chunk:
-            raise ConnectionError("truncated request")
-        body += chunk
-    return json.loads(body), fds
+    try:
+        if len(data) < _HEADER.size:
+            raise ConnectionError("short request")
+        size = _HEADER.unpack(data[:_HEADER.size])[0]
+        body = data[_HEADER.size:]
+        while len(body) < size:
+            chunk = conn.recv(size - len(body))
+            if not chunk:
+                raise ConnectionError("truncated request")
+            body += chunk
+        return json.loads(body), fds
+    except BaseException:
+        for fd in fds:  # the caller's stdout/stderr: held open here, its reader never sees EOF
+            os.close(fd)
+        raise
 
 
 def _run_child(request: dict, fds: list[int]) -> int:
@@ -312,11 +325,7 @@ def warm_server(env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        for leftover in (path, folder):
-            try:
-                os.unlink(leftover) if leftover == path else os.rmdir(leftover)
-            except OSError:
-                pass
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
