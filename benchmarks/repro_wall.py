@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def metric_hashes(root: Path) -> dict[str, str]:
     stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
-            if o["path"].endswith("metrics.json")}
+            if o["path"].endswith("metrics.json") and (root / o["path"]).exists()}  # run here
 
 
 def one(tmp: Path, jobs: int, cold: bool, targets: list[str]) -> tuple[float, dict[str, str]]:
@@ -61,7 +61,7 @@ def main() -> None:
             for cold in (False, True):
                 results[(jobs, cold)] = one(Path(tmp), jobs, cold, args.targets)
                 took = results[(jobs, cold)][0]
-                print(f"J={jobs} {'cold' if cold else 'warm'}: {took / 60:.0f}m{took % 60:02.0f}s "
+                print(f"J={jobs} {'cold' if cold else 'warm'}: {int(took // 60)}m{int(took % 60):02d}s "
                       f"({took:.1f} s)", flush=True)
     hashes = [h for _, h in results.values()]
     same = all(h == hashes[0] for h in hashes)
