@@ -277,23 +277,16 @@ def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
     if not plan.order:
         print("[parallel] every stage is up to date (DVC's own check); nothing to run")
         return 0
-    if workers == 1 and not (cluster or gpus):
-        return run_sequential(targets, force, warm)
     if cluster:
         return _run_plan(plan, targets, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
                          f"on the Dask cluster {cluster}", pull=True)
     prepare_tracking_store()
-    where = f"on GPUs {','.join(gpus)}" if gpus else "here"
     with (warm_server() if warm else nullcontext(None)) as env:
+        if workers == 1 and not gpus:  # DVC's own `dvc repro`, its stages started warm
+            cmd = [*DVC, "repro", *(["-f"] if force else []), *targets]
+            return subprocess.run(cmd, env=env).returncode
+        where = f"on GPUs {','.join(gpus)}" if gpus else "here"
         return _run_plan(plan, targets, workers, LocalLauncher(workers, gpus, env), where)
-
-
-def run_sequential(targets: list[str], force: bool, warm: bool) -> int:
-    """``-j 1``: DVC's own ``dvc repro``, its stage processes started warm."""
-    cmd = [*DVC, "repro", *(["-f"] if force else []), *targets]
-    prepare_tracking_store()
-    with (warm_server() if warm else nullcontext(None)) as env:
-        return subprocess.run(cmd, env=env).returncode
 
 
 def _run_plan(plan: Plan, targets: list[str], workers: int, launcher: Any, where: str,

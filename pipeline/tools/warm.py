@@ -65,7 +65,7 @@ _SIGNALS = {b"I": signal.SIGINT, b"T": signal.SIGTERM}
 
 def _stage_command() -> tuple[str, list[str]] | None:
     """(module, args) when this process is ``python [opts] -m stages.<x> args``."""
-    argv = list(getattr(sys, "orig_argv", ()))
+    argv = sys.orig_argv
     if "-m" not in argv:
         return None
     at = argv.index("-m")
