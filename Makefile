@@ -19,9 +19,11 @@ install: $(VENV)/.installed
 
 # make repro J=2: N workers over DVC's graph (pipeline/tools/parallel.py); J=1 is plain
 # `dvc repro`. Either way stage processes start warm (pipeline/tools/warm.py).
+# TARGETS="baselines@ce-0 aggregate": only those stages and what they need (bare names)
 J ?= 1
+TARGETS ?=
 repro: install
-	$(PY) -m pipeline.tools.parallel -j $(J)
+	$(PY) -m pipeline.tools.parallel -j $(J) $(TARGETS)
 
 # DVC's experiment queue with N workers (after `dvc exp run --queue ...`); the local MLflow
 # store is created first, as two first-time schema migrations at once would collide

@@ -72,7 +72,7 @@ def resolved_stages() -> dict:
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
-        return {s.addressing: (s.cmd, [str(Path(d.def_path)) for d in s.deps])
+        return {s.name: (s.cmd, [str(Path(d.def_path)) for d in s.deps])
                 for s in repo.index.stages}
 
 

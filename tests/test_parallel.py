@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.tools.parallel import Plan, worker_env
 
 from .conftest import tiny_raw
-from .helpers import dvc, make_dvc_project, sh
+from .helpers import dvc, lock_stages, make_dvc_project, sh, short
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ def small_dag(base_raw: dict) -> dict:
 def lock_summary(root: Path) -> dict:
     """Per stage: command, params, and dependencies (code by hash; trained data by path only,
     since workers with fewer CPU threads may round differently in the last digits)."""
-    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    stages = lock_stages(root)
     out = {}
     for name, stage in stages.items():
         deps = {d["path"]: d.get("md5") if d["path"].endswith(".py") else None
@@ -40,7 +39,7 @@ def lock_summary(root: Path) -> dict:
 
 
 def metric_hashes(root: Path) -> dict[str, str]:
-    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    stages = lock_stages(root)
     return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
             if o["path"].endswith("metrics.json")}
 
@@ -62,6 +61,12 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     plan = runner(parallel, "--dry").stdout
     assert plan.splitlines()[0].startswith("prepare  <- -")
     assert "baselines@ce-0  <- prepare" in plan  # teacher-free: starts beside the teacher
+    # targets by bare name (the stages live in dag/<part>/dvc.yaml) or by matrix stage
+    one = runner(parallel, "--dry", "baselines@ce-0").stdout.splitlines()
+    assert one == ["prepare  <- -", "baselines@ce-0  <- prepare"]
+    group = {line.split()[0] for line in runner(parallel, "--dry", "baselines").stdout.splitlines()}
+    assert group == {"prepare", "baselines@ce-0", "baselines@label_smoothing-0"}
+    assert "no stage named nosuch" in runner(parallel, "--dry", "nosuch", check=False).stderr
 
     # one instance fails: it is reported with its log, no new stage starts after it, and
     # everything that finished is recorded
@@ -76,7 +81,7 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     done = [line.split()[2] for line in failed.stdout.splitlines()
             if line.startswith("[parallel] done ")]
     assert done and "aggregate" not in done
-    pending = set(json.loads(dvc(parallel, "status", "--json").stdout))
+    pending = set(map(short, json.loads(dvc(parallel, "status", "--json").stdout)))
     assert not pending & set(done)
     assert "baselines@label_smoothing-0" in pending
 

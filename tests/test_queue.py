@@ -23,7 +23,7 @@ def test_two_worker_queue_lands_every_run_in_the_workspace_store(tmp_path, base_
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
     sh(root, "git", "add", "-A")
     sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
-    targets = ["baselines@ce-0"]
+    targets = ["dag/baselines/dvc.yaml:baselines@ce-0"]
     for lr in ("0.02", "0.1"):
         dvc(root, "exp", "run", "--queue", "-n", f"lr-{lr}", "-S", f"student.train.lr={lr}",
             *targets)

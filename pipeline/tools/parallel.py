@@ -3,6 +3,7 @@
     python -m pipeline.tools.parallel -j 2                  # CPU: cores split among workers
     python -m pipeline.tools.parallel -j 8 --gpus 0,1,2,3   # 2 workers per GPU
     python -m pipeline.tools.parallel -j 2 aggregate        # only what `aggregate` needs
+    python -m pipeline.tools.parallel kd_ablation baselines@ce-0   # T1's runs, one CE run
     python -m pipeline.tools.parallel --dry                 # print the plan
     python -m pipeline.tools.parallel -j 16 --cluster tcp://head:8786 --repo <git url>
 
@@ -52,29 +53,45 @@ DVC = [sys.executable, "-m", "dvc"]
 class Plan:
     """Stages to run and, for each, the stages in the plan it waits for."""
 
-    waits_for: dict[str, set[str]]
+    waits_for: dict[str, set[str]]  # keyed by DVC's address, e.g. dag/tune/dvc.yaml:tune@ce
     order: list[str] = field(default_factory=list)  # a topological order, for display
+    targets: list[str] = field(default_factory=list)  # the targets asked for, as addresses
 
     def ready(self, done: set[str], started: set[str]) -> list[str]:
         return [s for s in self.order if s not in started and self.waits_for[s] <= done]
 
 
+def label(address: str) -> str:
+    """A stage's name without its dvc.yaml path: ``baselines@ce-0``."""
+    return address.rsplit(":", 1)[-1]
+
+
 def make_plan(targets: Iterable[str] = (), force: bool = False) -> Plan:
-    """Changed stages (DVC's own check) and everything downstream of them."""
+    """Changed stages (DVC's own check) and everything downstream of them.
+
+    A target is a stage's DVC address, its bare name (``baselines@ce-0``: names are unique
+    across the repo's dvc.yaml files) or a matrix stage's name for all its instances
+    (``kd_ablation``), as ``dvc repro`` takes them within one dvc.yaml.
+    """
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo() as repo:
         graph = repo.index.graph  # edge: stage -> a stage it depends on
-        by_name = {s.addressing: s for s in graph.nodes}
-        unknown = [t for t in targets if t not in by_name]
+        named: dict[str, list[Any]] = {}
+        for stage in graph.nodes:
+            for key in {stage.addressing, label(stage.addressing),
+                        label(stage.addressing).split("@")[0]}:
+                named.setdefault(key, []).append(stage)
+        unknown = [t for t in targets if t not in named]
         if unknown:
+            known = sorted(k for k in named if ":" not in k)
             raise ConfigError(f"dvc.yaml: no stage named {', '.join(unknown)} "
-                              f"(known: e.g. {', '.join(sorted(by_name)[:5])}, ...)")
-        scope = set(by_name.values())
+                              f"(known: e.g. {', '.join(known[:6])}, ...)")
+        asked = {s for t in targets for s in named[t]}
+        scope = set(graph.nodes)
         if targets:
-            scope = set().union(*[{by_name[t], *nx.descendants(graph, by_name[t])}
-                                  for t in targets])
+            scope = set().union(*[{s, *nx.descendants(graph, s)} for s in asked])
         with repo.lock:
             changed = {s for s in scope if force or s.changed()}
         reverse = graph.reverse(copy=False)  # edge: stage -> a stage that depends on it
@@ -84,7 +101,7 @@ def make_plan(targets: Iterable[str] = (), force: bool = False) -> Plan:
         order = [s for s in reversed(list(nx.topological_sort(graph))) if s in run]
         waits = {s.addressing: {d.addressing for d in nx.descendants(graph, s) if d in run}
                  for s in order}
-    return Plan(waits, [s.addressing for s in order])
+    return Plan(waits, [s.addressing for s in order], sorted(s.addressing for s in asked))
 
 
 def worker_env(slot: int, workers: int, gpus: list[str],
@@ -136,7 +153,7 @@ class Job:
 
 
 def log_file(stage: str) -> Path:
-    return LOG_DIR / f"{stage.replace('@', '_').replace('/', '_')}.log"
+    return LOG_DIR / f"{label(stage).replace('@', '_').replace('/', '_')}.log"
 
 
 class LocalLauncher:
@@ -233,7 +250,7 @@ def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
                         break
                     running[free[0]] = launcher.start(stage, free[0])
                     started.add(stage)
-                    print(f"[parallel] start {stage} (worker {free[0]}) — done "
+                    print(f"[parallel] start {label(stage)} (worker {free[0]}) — done "
                           f"{len(done)}/{total}, running {len(running)}, "
                           f"left {total - len(started)}", flush=True)
             if not running:
@@ -247,11 +264,11 @@ def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
                 took = time.monotonic() - job.started
                 if code == 0:
                     done.add(job.stage)
-                    print(f"[parallel] done  {job.stage} in {took:.1f}s — {len(done)}/{total}",
+                    print(f"[parallel] done  {label(job.stage)} in {took:.1f}s — {len(done)}/{total}",
                           flush=True)
                 else:
                     failed.append(job.stage)
-                    print(f"[parallel] FAILED {job.stage} (exit {code}) after {took:.1f}s; "
+                    print(f"[parallel] FAILED {label(job.stage)} (exit {code}) after {took:.1f}s; "
                           f"log: {job.log}; no new stages start", flush=True)
     except KeyboardInterrupt:
         for job in running.values():
@@ -260,7 +277,7 @@ def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
     finally:
         signal.signal(signal.SIGTERM, previous)
     for stage in failed:
-        print(f"\n[parallel] {stage} failed; last lines of {log_file(stage)}:\n"
+        print(f"\n[parallel] {label(stage)} failed; last lines of {log_file(stage)}:\n"
               f"{_tail(log_file(stage))}", file=sys.stderr)
     return failed
 
@@ -271,22 +288,22 @@ def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
     plan = make_plan(targets, force)
     if dry:
         for stage in plan.order:
-            waits = ", ".join(sorted(plan.waits_for[stage])) or "-"
-            print(f"{stage}  <- {waits}")
+            waits = ", ".join(sorted(map(label, plan.waits_for[stage]))) or "-"
+            print(f"{label(stage)}  <- {waits}")
         return 0
     if not plan.order:
         print("[parallel] every stage is up to date (DVC's own check); nothing to run")
         return 0
     if cluster:
-        return _run_plan(plan, targets, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
+        return _run_plan(plan, plan.targets, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
                          f"on the Dask cluster {cluster}", pull=True)
     prepare_tracking_store()
     with (warm_server() if warm else nullcontext(None)) as env:
         if workers == 1 and not gpus:  # DVC's own `dvc repro`, its stages started warm
-            cmd = [*DVC, "repro", *(["-f"] if force else []), *targets]
+            cmd = [*DVC, "repro", *(["-f"] if force else []), *plan.targets]
             return subprocess.run(cmd, env=env).returncode
         where = f"on GPUs {','.join(gpus)}" if gpus else "here"
-        return _run_plan(plan, targets, workers, LocalLauncher(workers, gpus, env), where)
+        return _run_plan(plan, plan.targets, workers, LocalLauncher(workers, gpus, env), where)
 
 
 def _run_plan(plan: Plan, targets: list[str], workers: int, launcher: Any, where: str,
@@ -296,7 +313,7 @@ def _run_plan(plan: Plan, targets: list[str], workers: int, launcher: Any, where
     tic = time.monotonic()
     failed = execute(plan, workers, launcher)
     if failed:
-        print(f"[parallel] {len(failed)} failed: {', '.join(failed)}; finished stages are "
+        print(f"[parallel] {len(failed)} failed: {', '.join(map(label, failed))}; finished stages are "
               "recorded, rerun to resume", file=sys.stderr)
         return 1
     # locally every stage recorded itself; from a cluster this restores them all from the

@@ -4,9 +4,9 @@
 
 ``results/`` holds DVC outputs (their hashes are in ``dvc.lock``, their bytes in DVC's
 cache); ``reports/<profile>/`` is the small, reviewed copy that git keeps for every profile
-that was run, with the params, ``dvc.lock`` (the md5 of every output) and the commit
-that produced it. ``make readme`` splices the
-README from it and ``make verify`` compares a fresh regeneration against it.
+that was run, with the params, the lock files (``dvc.lock``, ``dag/*/dvc.lock``: the md5 of
+every output) and the commit that produced it. ``make readme`` splices the README from it
+and ``make verify`` compares a fresh regeneration against it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ TABLES, FIGURES = Path("results/tables"), Path("results/figures")
 
 def profile_of(params: Path = Path("params.yaml")) -> str:
     return str(yaml.safe_load(params.read_text())["profile"])
+
+
+def lock_files(root: Path = Path()) -> list[Path]:
+    """The DAG's lock files, relative to ``root``: the spine's ``dvc.lock`` and each part's
+    ``dag/<part>/dvc.lock``."""
+    found = [root / "dvc.lock", *sorted((root / "dag").glob("*/dvc.lock"))]
+    return [p.relative_to(root) for p in found if p.is_file()]
 
 
 def _git(*args: str) -> str:
@@ -48,12 +55,13 @@ def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
     if FIGURES.is_dir():
         shutil.copytree(FIGURES, staging / "figures")
     shutil.copy2(params, staging / "params.yaml")
-    if Path("dvc.lock").is_file():  # every output's md5: which runs these tables came from
-        shutil.copy2("dvc.lock", staging / "dvc.lock")
+    for lock in lock_files():  # every output's md5: which runs these tables came from
+        (staging / lock).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(lock, staging / lock)
     meta = json.loads(Path("data/prepared/meta.json").read_text())
     provenance = {"commit": _git("rev-parse", "HEAD"),
                   "code_changed_since_commit": bool(_git("status", "--porcelain", "--",
-                                                         "pipeline", "stages", "dvc.yaml")),
+                                                         "pipeline", "stages", "dvc.yaml", "dag")),
                   "dataset": meta["dataset"], "dataset_sha256": meta["sha256"],
                   "sizes": meta["sizes"], "machine": platform.machine(),
                   "processor": platform.processor() or "", "python": platform.python_version()}
