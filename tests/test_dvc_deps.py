@@ -147,3 +147,21 @@ def test_dvc_ignores_byte_code(path, ignored):
 
     proc = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", "-q", path], cwd=REPO)
     assert proc.returncode == (0 if ignored else 1)
+
+
+def test_plain_dvc_repro_reaches_every_part_and_runs_it_in_the_repo_root():
+    """`dvc repro` targets the root dvc.yaml and what its stages need: a stage in
+    dag/<part>/dvc.yaml that no root stage (transitively) needs would silently never run.
+    Every part's stages run in the repo root, where params.yaml and the paths are."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        graph = repo.index.graph  # edge: stage -> a stage it depends on
+        spine = [s for s in graph.nodes if Path(s.path) == REPO / "dvc.yaml"]
+        reached = set(spine).union(*(nx.descendants(graph, s) for s in spine))
+        assert {s.name for s in spine} == {"prepare", "teacher", "tune_select", "aggregate"}
+        assert {s.name for s in set(graph.nodes) - reached} == set()
+        parts = {Path(s.path).parent.name for s in graph.nodes if s not in spine}
+        assert parts == {"baselines", "kd_ablation", "introspective", "tune", "tuned"}
+        assert all(Path(s.wdir) == REPO for s in graph.nodes)

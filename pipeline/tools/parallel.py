@@ -10,21 +10,21 @@
 Locally, every stage command is handed to a warm process that imported torch and MLflow
 once (``pipeline/tools/warm.py``; ``--cold`` turns it off): a stage then starts in about
 0.5 s instead of 5 s. With ``-j 1`` this is a plain ``dvc repro`` under that warm process.
-Either way it first asks DVC which stages changed: when none did, it stops there (2.8 s on
-the quick profile, against 3.6 s for a no-op ``dvc repro``).
+Either way it first asks DVC which stages changed: when none did, it stops there (2.6 s on
+the quick profile, against 2.9-3.2 s for a no-op ``dvc repro``).
 
 DVC runs stages one at a time. With ``-j N`` this walks DVC's own graph instead: it asks DVC which
 stages changed, adds everything downstream of them, and starts ``dvc --wait-for-lock
 repro -s <stage>`` for every stage whose upstream stages are done, at most N at once.
-Each such process records its own stage in ``dvc.lock`` and the run-cache (the lock makes
-their bookkeeping take turns; training runs concurrently). A final plain ``dvc repro``
+Each such process records its own stage in its lock file and the run-cache (DVC's repo
+lock makes their bookkeeping take turns; training runs concurrently). A final plain ``dvc repro``
 must then find nothing left to do. A failed stage stops new launches; running ones finish,
 everything finished stays recorded, and rerunning resumes. Logs: ``.dvc/tmp/parallel/``.
 
 With ``--cluster`` the same plan goes to a Dask cluster: each stage runs on a worker in its
 own clone at the current commit (``remote_stage``), upstream outputs come from the DVC
 remote's run-cache, MLflow goes to the shared ``MLFLOW_TRACKING_URI``; the final
-``dvc repro --pull`` here restores every stage and writes ``dvc.lock`` once.
+``dvc repro --pull`` here restores every stage and writes the lock files once.
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ def _run_plan(plan: Plan, targets: list[str], workers: int, launcher: Any, where
               "recorded, rerun to resume", file=sys.stderr)
         return 1
     # locally every stage recorded itself; from a cluster this restores them all from the
-    # remote's run-cache and writes dvc.lock once. Either way nothing may be left to run.
+    # remote's run-cache and writes the lock files once. Either way nothing may be left to run.
     final = subprocess.run([*DVC, "repro", *(["--pull"] if pull else []), *targets],
                            capture_output=True, text=True)
     reran = [line for line in final.stdout.splitlines() if line.startswith("Running stage")]
