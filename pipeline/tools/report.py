@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 REPORTS = Path("reports")
+CODE = ("pipeline", "stages", "dvc.yaml", "dag/*/dvc.yaml")  # what decides the results
 TABLES, FIGURES = Path("results/tables"), Path("results/figures")
 
 
@@ -60,8 +61,7 @@ def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
         shutil.copy2(lock, staging / lock)
     meta = json.loads(Path("data/prepared/meta.json").read_text())
     provenance = {"commit": _git("rev-parse", "HEAD"),
-                  "code_changed_since_commit": bool(_git("status", "--porcelain", "--",
-                                                         "pipeline", "stages", "dvc.yaml", "dag")),
+                  "code_changed_since_commit": bool(_git("status", "--porcelain", "--", *CODE)),
                   "dataset": meta["dataset"], "dataset_sha256": meta["sha256"],
                   "sizes": meta["sizes"], "machine": platform.machine(),
                   "processor": platform.processor() or "", "python": platform.python_version()}

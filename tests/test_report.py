@@ -1,0 +1,43 @@
+"""`python -m pipeline.tools.report`: the committed copy of a profile's results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from pipeline.tools.report import save
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root,
+                   check=True, capture_output=True)
+
+
+def test_report_keeps_every_lock_file_and_says_when_the_code_changed(tmp_path, monkeypatch):
+    files = {"params.yaml": "profile: demo\n", "results/tables/all_tables.md": "# T1\n",
+             "results/tables/T1.csv": "a,b\n1,2\n", "dvc.yaml": "stages: {}\n",
+             "dvc.lock": "schema: '2.0'\nstages: {aggregate: {}}\n",
+             "dag/tune/dvc.yaml": "stages: {}\n",
+             "dag/tune/dvc.lock": "schema: '2.0'\nstages: {tune@ce: {}}\n",
+             "data/prepared/meta.json": json.dumps({"dataset": "digits", "sha256": "x",
+                                                    "sizes": {"train": 1}})}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "x")
+    monkeypatch.chdir(tmp_path)
+
+    (tmp_path / "dag/tune/dvc.lock").write_text("schema: '2.0'\nstages: {tune@ce: {a: 1}}\n")
+    target = save()  # a rerun rewrote a lock file: results changed, not the code
+    assert target == Path("reports/demo")
+    assert (target / "dvc.lock").read_text() == files["dvc.lock"]
+    assert "{a: 1}" in (target / "dag/tune/dvc.lock").read_text()
+    assert (target / "tables/T1.csv").read_text() == "a,b\n1,2\n"
+    assert json.loads((target / "provenance.json").read_text())[
+        "code_changed_since_commit"] is False
+
+    (tmp_path / "dag/tune/dvc.yaml").write_text("stages: {x: {cmd: true}}\n")
+    assert json.loads((save() / "provenance.json").read_text())["code_changed_since_commit"]
