@@ -21,17 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from pipeline.tools.report import lock_files
+from pipeline.tools.report import lock_stages
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def metric_hashes(root: Path) -> dict[str, str]:
-    stages: dict = {}
-    for lock in lock_files(root):
-        stages.update(yaml.safe_load((root / lock).read_text()).get("stages") or {})
+    stages = lock_stages(root)
     return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
             if o["path"].endswith("metrics.json") and (root / o["path"]).exists()}  # run here
 

@@ -93,20 +93,3 @@ def seed_runs(client) -> list:
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return [r for r in runs if r.data.tags.get("ilkd_role") != "parent"]
 
-
-def short(address: str) -> str:
-    """A stage's name without its dvc.yaml path (``dag/tune/dvc.yaml:tune@ce`` -> ``tune@ce``)."""
-    return address.rsplit(":", 1)[-1]
-
-
-def lock_stages(root) -> dict:
-    """Every stage entry of the DAG's lock files (``dvc.lock`` and ``dag/*/dvc.lock``)."""
-    from pathlib import Path
-
-    import yaml
-
-    stages: dict = {}
-    for lock in [Path(root) / "dvc.lock", *sorted(Path(root).glob("dag/*/dvc.lock"))]:
-        if lock.is_file():
-            stages.update(yaml.safe_load(lock.read_text()).get("stages") or {})
-    return stages

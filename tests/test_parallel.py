@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools.parallel import Plan, worker_env
+from pipeline.tools.parallel import Plan, label, worker_env
+from pipeline.tools.report import lock_stages
 
 from .conftest import tiny_raw
-from .helpers import dvc, lock_stages, make_dvc_project, sh, short
+from .helpers import dvc, make_dvc_project, sh
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     done = [line.split()[2] for line in failed.stdout.splitlines()
             if line.startswith("[parallel] done ")]
     assert done and "aggregate" not in done
-    pending = set(map(short, json.loads(dvc(parallel, "status", "--json").stdout)))
+    pending = set(map(label, json.loads(dvc(parallel, "status", "--json").stdout)))
     assert not pending & set(done)
     assert "baselines@label_smoothing-0" in pending
 

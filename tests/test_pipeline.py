@@ -16,8 +16,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.tools.parallel import label
+
 from .conftest import REPO, tiny_raw
-from .helpers import dvc, make_dvc_project, seed_runs, sh, short
+from .helpers import dvc, make_dvc_project, seed_runs, sh
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +57,7 @@ def _runs(root: Path) -> list:
 
 def test_every_stage_ran_once_and_wrote_its_outputs(project):
     root, out = project
-    ran = {short(line.split("'")[1]) for line in out.splitlines()
+    ran = {label(line.split("'")[1]) for line in out.splitlines()
            if line.startswith("Running stage")}
     assert ran == STUDENT_STAGES | {"prepare", "teacher", "tune_select", "aggregate"}
     assert (root / "data/prepared/data.npz").is_file()
@@ -76,7 +78,7 @@ def test_dag_edges_follow_the_teacher(project):
     """Teacher-free methods and IL never wait for (or rerun after) the teacher."""
     root, _ = project
     dot = dvc(root, "dag", "--dot").stdout
-    edges = {(short(a), short(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
+    edges = {(label(a), label(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
     assert ("teacher", "kd_ablation@full-0") in edges
     assert ("teacher", "tune_with_teacher@kd") in edges
     assert ("prepare", "baselines@ce-0") in edges
@@ -246,7 +248,7 @@ def _status_after(root: Path, path: str, change: Callable[[str], str]) -> set[st
     before = file.read_text()
     file.write_text(change(before))
     try:
-        return set(map(short, json.loads(dvc(root, "status", "--json").stdout)))
+        return set(map(label, json.loads(dvc(root, "status", "--json").stdout)))
     finally:
         file.write_text(before)
 
@@ -294,7 +296,7 @@ def test_an_unchanged_tuning_choice_retrains_nothing(project):
         out = dvc(root, "repro").stdout
     finally:
         file.write_text(before)
-    ran = {short(line.split("'")[1]) for line in out.splitlines()
+    ran = {label(line.split("'")[1]) for line in out.splitlines()
            if line.startswith("Running stage")}
     assert ran == {"tune_select"}
     dvc(root, "commit", "-f", "tune_select")

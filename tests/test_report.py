@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from pipeline.tools.report import save
+from pipeline.tools.report import lock_stages, save
 
 
 def _git(root: Path, *args: str) -> None:
@@ -31,6 +31,7 @@ def test_report_keeps_every_lock_file_and_says_when_the_code_changed(tmp_path, m
     monkeypatch.chdir(tmp_path)
 
     (tmp_path / "dag/tune/dvc.lock").write_text("schema: '2.0'\nstages: {tune@ce: {a: 1}}\n")
+    assert lock_stages() == {"aggregate": {}, "tune@ce": {"a": 1}}  # the spine's and parts'
     target = save()  # a rerun rewrote a lock file: results changed, not the code
     assert target == Path("reports/demo")
     assert (target / "dvc.lock").read_text() == files["dvc.lock"]

@@ -295,7 +295,7 @@ def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
         print("[parallel] every stage is up to date (DVC's own check); nothing to run")
         return 0
     if cluster:
-        return _run_plan(plan, plan.targets, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
+        return _run_plan(plan, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
                          f"on the Dask cluster {cluster}", pull=True)
     prepare_tracking_store()
     with (warm_server() if warm else nullcontext(None)) as env:
@@ -303,11 +303,10 @@ def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
             cmd = [*DVC, "repro", *(["-f"] if force else []), *plan.targets]
             return subprocess.run(cmd, env=env).returncode
         where = f"on GPUs {','.join(gpus)}" if gpus else "here"
-        return _run_plan(plan, plan.targets, workers, LocalLauncher(workers, gpus, env), where)
+        return _run_plan(plan, workers, LocalLauncher(workers, gpus, env), where)
 
 
-def _run_plan(plan: Plan, targets: list[str], workers: int, launcher: Any, where: str,
-              pull: bool = False) -> int:
+def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, pull: bool = False) -> int:
     print(f"[parallel] {len(plan.order)} stages to run with {workers} workers {where}",
           flush=True)
     tic = time.monotonic()
@@ -318,7 +317,7 @@ def _run_plan(plan: Plan, targets: list[str], workers: int, launcher: Any, where
         return 1
     # locally every stage recorded itself; from a cluster this restores them all from the
     # remote's run-cache and writes the lock files once. Either way nothing may be left to run.
-    final = subprocess.run([*DVC, "repro", *(["--pull"] if pull else []), *targets],
+    final = subprocess.run([*DVC, "repro", *(["--pull"] if pull else []), *plan.targets],
                            capture_output=True, text=True)
     reran = [line for line in final.stdout.splitlines() if line.startswith("Running stage")]
     if final.returncode != 0 or reran:

@@ -35,6 +35,14 @@ def lock_files(root: Path = Path()) -> list[Path]:
     return [p.relative_to(root) for p in found if p.is_file()]
 
 
+def lock_stages(root: Path = Path()) -> dict:
+    """Every stage entry of those lock files, by stage name."""
+    stages: dict = {}
+    for lock in lock_files(root):
+        stages.update(yaml.safe_load((root / lock).read_text()).get("stages") or {})
+    return stages
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True,
