@@ -3,16 +3,93 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from .conftest import tiny_raw
-from .helpers import dvc, sh
+from .helpers import clean_env, dvc, sh
 from .helpers import make_dvc_project as make_project
 
 pytestmark = pytest.mark.slow
+
+WAIT_S = 420  # two tiny runs take ~15 s here; a slow shared CI machine gets a wide margin
+
+
+def start_workers(root: Path, jobs: int) -> None:
+    """``dvc queue start``, its output to a file: the workers it forks inherit the caller's
+    stdout, so with a pipe (capture_output) the call would only return when they exit."""
+    with open(root / "queue-start.log", "ab") as log:
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+                       cwd=root, env=clean_env(), stdin=subprocess.DEVNULL, stdout=log,
+                       stderr=subprocess.STDOUT, timeout=120, check=True)
+
+
+def queue_logs(root: Path) -> str:
+    """The workers' and the experiments' own logs, the tail of each (for a failure message)."""
+    exps = root / ".dvc" / "tmp" / "exps"
+    parts = []
+    for path in sorted([*exps.glob("celery/*.out"), *exps.glob("run/*/*.out")]):
+        parts.append(f"--- {path.relative_to(root)}\n{path.read_text(errors='replace')[-2000:]}")
+    return "\n".join(parts) or "(no worker or experiment logs)"
+
+
+def stop_workers(root: Path) -> None:
+    """``dvc queue stop --kill``, then a signal to any worker still alive after 30 s.
+
+    DVC's workers stop themselves 10 s after the queue empties, but once in CI they did
+    not within 900 s (``dvc queue start``, with its output captured, never returned: the
+    workers it forks hold that pipe). Our best guess is the first worker deleting the
+    broker folder on its way out while the second polls it. So the test waits on the
+    tasks, not on the workers, and makes sure none outlives it.
+    """
+    dvc(root, "queue", "stop", "--kill", check=False)
+    pids = _worker_pids(root)
+    deadline = time.monotonic() + 30
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pids = [pid for pid in pids if _is_worker(pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _worker_pids(root: Path) -> list[int]:
+    """Workers DVC started here that have not exited (their info file has no return code)."""
+    pids = []
+    for path in (root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):  # being rewritten
+            continue
+        if info.get("returncode") is None and _is_worker(info["pid"]):
+            pids.append(info["pid"])
+    return pids
+
+
+def _is_worker(pid: int) -> bool:
+    """Still alive and still a DVC queue worker (not a reused pid)."""
+    try:
+        return b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def wait_for_queue(root: Path, timeout: float) -> str:
+    """The final ``dvc queue status`` once nothing is queued or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(root, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"the queue did not finish in {timeout:.0f} s:\n{status}\n{queue_logs(root)}")
+        time.sleep(3)
 
 
 def test_two_worker_queue_lands_every_run_in_the_workspace_store(tmp_path, base_raw,
@@ -20,21 +97,19 @@ def test_two_worker_queue_lands_every_run_in_the_workspace_store(tmp_path, base_
     raw = tiny_raw(base_raw)
     raw["tune"]["enabled"] = False
     root = make_project(tmp_path / "proj", raw, migrated_db)
-    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\nqueue-start.log\n")
     sh(root, "git", "add", "-A")
     sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
     targets = ["dag/baselines/dvc.yaml:baselines@ce-0"]
     for lr in ("0.02", "0.1"):
         dvc(root, "exp", "run", "--queue", "-n", f"lr-{lr}", "-S", f"student.train.lr={lr}",
             *targets)
-    dvc(root, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = dvc(root, "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert status.count("Success") == 2, status
+    try:
+        start_workers(root, 2)
+        status = wait_for_queue(root, WAIT_S)
+    finally:  # no worker outlives the test, whatever happened
+        stop_workers(root)
+    assert status.count("Success") == 2, f"{status}\n{queue_logs(root)}"
 
     show = json.loads(dvc(root, "exp", "show", "--json").stdout)
     found = {}
