@@ -49,20 +49,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def sh(cwd, *cmd: str, check: bool = True, **env: str):
+def sh(cwd, *cmd: str, check: bool = True, timeout: float = 900, **env: str):
     import subprocess
 
     proc = subprocess.run(cmd, cwd=cwd, env=clean_env(**env), capture_output=True, text=True,
-                          timeout=900)
+                          timeout=timeout)
     if check:
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
-def dvc(root, *args: str, check: bool = True):
+def dvc(root, *args: str, check: bool = True, timeout: float = 900):
     import sys
 
-    return sh(root, sys.executable, "-m", "dvc", *args, check=check)
+    return sh(root, sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
 
 
 def make_dvc_project(root, raw: dict, migrated_db):

@@ -49,7 +49,10 @@ def stop_workers(root: Path) -> None:
     broker folder on its way out while the second polls it. So the test waits on the
     tasks, not on the workers, and makes sure none outlives it.
     """
-    dvc(root, "queue", "stop", "--kill", check=False)
+    try:
+        dvc(root, "queue", "stop", "--kill", check=False, timeout=120)
+    except subprocess.TimeoutExpired:
+        pass  # the signals below still end the workers
     pids = _worker_pids(root)
     deadline = time.monotonic() + 30
     while pids and time.monotonic() < deadline:
@@ -84,7 +87,7 @@ def wait_for_queue(root: Path, timeout: float) -> str:
     """The final ``dvc queue status`` once nothing is queued or running."""
     deadline = time.monotonic() + timeout
     while True:
-        status = dvc(root, "queue", "status").stdout
+        status = dvc(root, "queue", "status", timeout=120).stdout
         if "Queued" not in status and "Running" not in status:
             return status
         if time.monotonic() > deadline:
