@@ -92,4 +92,3 @@ def seed_runs(client) -> list:
     """Every training run in the store, without the per-group parent runs."""
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return [r for r in runs if r.data.tags.get("ilkd_role") != "parent"]
-

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.tools.parallel import Plan, label, worker_env
-from pipeline.tools.report import lock_stages
+from pipeline.tools.report import lock_stages, metric_md5s
 
 from .conftest import tiny_raw
 from .helpers import dvc, make_dvc_project, sh
@@ -37,12 +37,6 @@ def lock_summary(root: Path) -> dict:
         out[name] = (stage["cmd"], json.dumps(stage.get("params"), sort_keys=True), deps,
                      sorted(o["path"] for o in stage.get("outs", [])))
     return out
-
-
-def metric_hashes(root: Path) -> dict[str, str]:
-    stages = lock_stages(root)
-    return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
-            if o["path"].endswith("metrics.json")}
 
 
 def runner(root: Path, *args: str, check: bool = True):
@@ -96,7 +90,7 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     assert json.loads(dvc(parallel, "status", "--json").stdout) == {}
     assert lock_summary(parallel) == lock_summary(sequential)
     # one torch thread per run (the quick profile's runtime.num_threads): the same numbers
-    assert metric_hashes(parallel) == metric_hashes(sequential)
+    assert metric_md5s(parallel) == metric_md5s(sequential)
 
 
 def test_plan_waits_only_for_stages_in_the_plan():

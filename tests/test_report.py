@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from pipeline.tools.report import lock_stages, save
+from pipeline.tools.report import lock_stages, metric_md5s, save
 
 
 def _git(root: Path, *args: str) -> None:
@@ -42,3 +42,14 @@ def test_report_keeps_every_lock_file_and_says_when_the_code_changed(tmp_path, m
 
     (tmp_path / "dag/tune/dvc.yaml").write_text("stages: {x: {cmd: true}}\n")
     assert json.loads((save() / "provenance.json").read_text())["code_changed_since_commit"]
+
+
+def test_metric_md5s_reads_every_lock_file(tmp_path):
+    (tmp_path / "dag/kd").mkdir(parents=True)
+    (tmp_path / "dvc.lock").write_text(
+        "stages:\n  teacher:\n    outs:\n    - {path: results/teacher/metrics.json, md5: aa}\n"
+        "    - {path: models/teacher, md5: bb.dir}\n")
+    (tmp_path / "dag/kd/dvc.lock").write_text(
+        "stages:\n  kd@full-0:\n    outs:\n    - {path: results/kd/full-0/metrics.json, md5: cc}\n")
+    assert metric_md5s(tmp_path) == {"results/teacher/metrics.json": "aa",
+                                     "results/kd/full-0/metrics.json": "cc"}

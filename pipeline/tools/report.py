@@ -43,6 +43,13 @@ def lock_stages(root: Path = Path()) -> dict:
     return stages
 
 
+def metric_md5s(root: Path = Path()) -> dict[str, str]:
+    """The md5 every lock file records for each ``metrics.json``, by path: two runs of the
+    DAG agree bit for bit when these do."""
+    return {o["path"]: o["md5"] for stage in lock_stages(root).values()
+            for o in stage.get("outs", []) if o["path"].endswith("metrics.json")}
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True,
