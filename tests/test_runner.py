@@ -16,7 +16,7 @@ from pipeline.core.models import load_teacher
 from pipeline.core.runs import RunSpec
 from pipeline.core.tracking import Tracker, check_reachable, resolve_tracking_uri
 from pipeline.prepare.datasets import prepare
-from pipeline.train.runner import run
+from pipeline.train.runner import code_fingerprint, run
 
 
 @pytest.fixture
@@ -106,3 +106,40 @@ def test_unreachable_tracking_server_fails_fast(monkeypatch):
         Tracker("x", "y", {}, {})
     assert time.monotonic() - tic < 30
     check_reachable("sqlite:///anything.db")  # local stores need no check
+
+
+def test_code_fingerprint_covers_the_training_code_only(tmp_path):
+    files = {"pipeline/core/config.py": "a = 1\n", "pipeline/methods/ce.py": "b = 1\n",
+             "pipeline/train/engine.py": "c = 1\n", "stages/train.py": "d = 1\n",
+             "pipeline/tools/parallel.py": "e = 1\n", "pipeline/results/aggregate.py": "f = 1\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    before = code_fingerprint(tmp_path)
+    for name in ("pipeline/tools/parallel.py", "pipeline/results/aggregate.py"):
+        (tmp_path / name).write_text("changed = True\n")  # not training code
+    (tmp_path / "pipeline/core/notes.txt").write_text("not a source\n")
+    assert code_fingerprint(tmp_path) == before
+    seen = {before}
+    for name in ("pipeline/methods/ce.py", "stages/train.py", "pipeline/train/engine.py"):
+        (tmp_path / name).write_text((tmp_path / name).read_text() + "# edited\n")
+        seen.add(code_fingerprint(tmp_path))
+    (tmp_path / "pipeline/methods/new.py").write_text("g = 1\n")  # a new method file
+    seen.add(code_fingerprint(tmp_path))
+    assert len(seen) == 5  # every edit gave a new fingerprint
+
+
+def test_rerun_after_a_code_change_retrains(workdir, mlflow_uri, monkeypatch, capsys):
+    """DVC reruns a stage whose code changed; its finished checkpoint must not stand in."""
+    from pipeline.train import runner
+
+    root, params = workdir
+    run(RunSpec("baselines", "ce", seed=0), params, root)
+    first = json.loads((root / "results/baselines/ce-0/mlflow_run.json").read_text())
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "edited-code")
+    run(RunSpec("baselines", "ce", seed=0), params, root)
+    second = json.loads((root / "results/baselines/ce-0/mlflow_run.json").read_text())
+    assert "written for other params or code, starting from scratch" in capsys.readouterr().out
+    assert second["run_id"] != first["run_id"]  # a new run that trained every epoch
+    steps = MlflowClient(mlflow_uri).get_metric_history(second["run_id"], "train_loss")
+    assert sorted(m.step for m in steps) == [1, 2]

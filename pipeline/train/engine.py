@@ -183,7 +183,7 @@ class Checkpoint:
     fingerprint: str
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state, or None when absent or written for other params."""
+        """The saved state, or None when absent or written for other params or code."""
         if not self.path.is_file():
             return None
         try:
@@ -196,7 +196,8 @@ class Checkpoint:
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(f"{self.path}: not an ilkd checkpoint; delete it to restart")
         if state.get("fingerprint") != self.fingerprint:
-            print(f"[ilkd] {self.path}: written for other params, starting from scratch")
+            print(f"[ilkd] {self.path}: written for other params or code, "
+                  "starting from scratch")
             return None
         return state
 

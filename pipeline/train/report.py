@@ -68,30 +68,48 @@ def similarity_heatmaps(il, teacher, classes: Sequence[str], rank_corr: float | 
 
 def explanation_grid(images, labels, maps, classes: Sequence[str], explainer: str,
                      max_classes: int = 10) -> Figure:
-    """One test image per row, then its explanation map for each class (columns)."""
-    import torch.nn.functional as F
+    """One test image per row, then its explanation map for each class (columns).
 
-    n = len(images)
+    Drawn as one mosaic image on one axes: ~100 small axes cost about a second of
+    matplotlib layout per IL run, the mosaic a few milliseconds. Each tile is scaled to
+    its own range, as separate ``imshow`` panels would be.
+    """
+    import numpy as np
+    import torch.nn.functional as F
+    from matplotlib import colormaps
+
+    n, size = len(images), tuple(images.shape[-2:])
     shown = min(len(classes), max_classes, maps.shape[1])
-    maps = maps[:, :shown].detach().float()
+    maps = maps[:, :shown].detach().float().cpu()
     if maps.ndim == 5:  # input-space explanations: (N, K, C, H, W) -> magnitude over channels
         maps = maps.abs().sum(2)
-    maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    fig, axes = plt.subplots(n, shown + 1, figsize=(1.1 * (shown + 1), 1.1 * n + 0.6),
-                             squeeze=False)
+    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).numpy()
+    pics = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()  # N, H, W, C
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return (a - a.min()) / (a.max() - a.min() + 1e-8)
+
+    gap = max(1, size[0] // 8)
+    h, w = size[0] + gap, size[1] + gap
+    mosaic = np.ones((n * h - gap, (shown + 1) * w - gap, 3))  # white between tiles
     for i in range(n):
-        img = images[i].detach().float().cpu()
-        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
-        axes[i, 0].imshow(img.permute(1, 2, 0).squeeze(-1), cmap="gray")
-        axes[i, 0].set_ylabel(f"true {classes[int(labels[i])]}", fontsize=7)
-        for j in range(shown):
-            axes[i, j + 1].imshow(maps[i, j].cpu(), cmap="inferno")
-            if i == 0:
-                axes[i, j + 1].set_title(f"class {classes[j]}", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{explainer} explanations of each class (columns) for one test image per class")
+        pic = unit(pics[i])
+        tiles = [pic.repeat(3, -1) if pic.shape[-1] == 1 else pic[..., :3]]
+        tiles += [colormaps["inferno"](unit(maps[i, j]))[..., :3] for j in range(shown)]
+        for j, tile in enumerate(tiles):
+            mosaic[i * h:i * h + size[0], j * w:j * w + size[1]] = tile
+    fig, ax = plt.subplots(figsize=(1.1 * (shown + 1), 1.1 * n + 0.6))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_xticks([j * w + size[1] / 2 - 0.5 for j in range(shown + 1)],
+                  ["image", *(f"class {classes[j]}" for j in range(shown))], fontsize=7)
+    ax.set_yticks([i * h + size[0] / 2 - 0.5 for i in range(n)],
+                  [f"true {classes[int(labels[i])]}" for i in range(n)], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"{explainer} explanations of each class (columns) for one test image "
+                 "per class", fontsize=9)
     fig.tight_layout()
     return fig
 

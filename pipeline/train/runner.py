@@ -75,10 +75,30 @@ def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
     sections = {"data": params.data, "runtime": params.runtime, "model": model_cfg,
                 "train": train_cfg, spec.method: getattr(params, spec.method)}
     logged = {k: v.model_dump(mode="json") for k, v in sections.items()}
-    run_hash = fingerprint(logged, spec.__dict__, prepared.meta["sha256"], teacher_sha)
+    run_hash = fingerprint(logged, spec.__dict__, prepared.meta["sha256"], teacher_sha,
+                           code_fingerprint())
     checkpoint = engine.Checkpoint(root / spec.folder("checkpoints") / "last.pt", run_hash)
     return Setup(spec, params, root, prepared, model_cfg, train_cfg, method, logged,
                  checkpoint, checkpoint.load(), teacher_run)
+
+
+CODE_DIRS = ("pipeline/core", "pipeline/methods", "pipeline/train", "stages")
+CODE_BASE = Path(__file__).resolve().parents[2]  # the folder holding the imported ``pipeline``
+
+
+def code_fingerprint(base: Path = CODE_BASE) -> str:
+    """sha256 of the training code's sources (``CODE_DIRS`` below ``base``), part of every
+    checkpoint's fingerprint.
+
+    DVC reruns a stage when its code changes; without this the rerun would find its finished
+    checkpoint (same params) and report the old code's model instead of retraining.
+    """
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        for path in sorted((base / folder).rglob("*.py")):
+            digest.update(path.relative_to(base).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, Any]:
