@@ -3,18 +3,22 @@
     python benchmarks/repro_wall.py                      # J=1 and J=2, warm and cold (~45 min)
     python benchmarks/repro_wall.py -j 2 --targets baselines@ce-0   # a quick check
     python benchmarks/repro_wall.py --modes warm --revs HEAD~1 HEAD  # two commits, interleaved
+    python benchmarks/repro_wall.py --modes warm -j 2 --revs A B --repeat 2   # two rounds
 
 Each variant clones a commit (default: the current one) into a temporary folder (empty DVC
 cache, no MLflow store), reuses this interpreter's environment (install excluded), runs
-``python -m pipeline.tools.parallel -j J [--cold] [targets]`` and times it; then checks that
-DVC finds nothing left to run and that every variant wrote the same ``metrics.json`` files
-(their md5s in the lock files). Run it with nothing else on the machine: one variant at a time.
+``python -m pipeline.tools.parallel -j J [--cold] [targets]`` and times it (wall, and the
+CPU time of every process it waited for, which other load on a shared machine disturbs
+less); then checks that DVC finds nothing left to run and that every variant wrote the same
+``metrics.json`` files (their md5s in the lock files; commits that change results differ).
+Run it with nothing else on the machine: one variant at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -26,9 +30,10 @@ from pipeline.tools.report import metric_md5s
 REPO = Path(__file__).resolve().parents[1]
 
 
-def one(tmp: Path, rev: str, jobs: int, cold: bool,
-        targets: list[str]) -> tuple[float, dict[str, str]]:
-    root = tmp / f"{rev}-j{jobs}-{'cold' if cold else 'warm'}"
+def one(tmp: Path, rev: str, jobs: int, cold: bool, targets: list[str],
+        rep: int = 0) -> tuple[float, float, dict[str, str]]:
+    """(wall seconds, CPU seconds of the whole process tree, metrics.json md5s)."""
+    root = tmp / f"{rev}-j{jobs}-{'cold' if cold else 'warm'}-{rep}"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
     subprocess.run(["git", "checkout", "-q", rev], cwd=root, check=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -36,16 +41,19 @@ def one(tmp: Path, rev: str, jobs: int, cold: bool,
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "pipeline.tools.parallel", "-j", str(jobs),
            *(["--cold"] if cold else []), *targets]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tic = time.perf_counter()
     subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
     took = time.perf_counter() - tic
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process the run waited for
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     # DVC's own check, through the runner (it takes bare stage names): nothing left to run
     left = subprocess.run([*cmd[:3], "--dry", *targets], cwd=root, env=env,
                           capture_output=True, text=True)
     if left.returncode or left.stdout.strip():
         print(f"warning: `dvc status` is not clean in {root}")
     ran = {path: md5 for path, md5 in metric_md5s(root).items() if (root / path).exists()}
-    return took, ran  # with --targets, the committed locks also list stages not run here
+    return took, cpu, ran  # with --targets, the committed locks also list stages not run here
 
 
 def main() -> None:
@@ -56,20 +64,24 @@ def main() -> None:
     parser.add_argument("--revs", nargs="+", default=["HEAD"],
                         help="commits to compare (each variant runs on each, interleaved)")
     parser.add_argument("--modes", nargs="+", default=["warm", "cold"], choices=["warm", "cold"])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds; each round runs every variant once, interleaved")
     args = parser.parse_args()
     revs = [subprocess.run(["git", "rev-parse", "--short", r], cwd=REPO, check=True,
                            capture_output=True, text=True).stdout.strip() for r in args.revs]
     results = {}
     with tempfile.TemporaryDirectory(prefix="ilkd-wall-") as tmp:
-        for jobs in args.jobs:
-            for mode in args.modes:
-                for rev in revs:
-                    key = (rev, jobs, mode)
-                    results[key] = one(Path(tmp), rev, jobs, mode == "cold", args.targets)
-                    took = results[key][0]
-                    print(f"{rev} J={jobs} {mode}: {int(took // 60)}m{int(took % 60):02d}s "
-                          f"({took:.1f} s)", flush=True)
-    hashes = [h for _, h in results.values()]
+        for rep in range(args.repeat):
+            for jobs in args.jobs:
+                for mode in args.modes:
+                    for rev in revs:
+                        key = (rev, jobs, mode, rep)
+                        results[key] = one(Path(tmp), rev, jobs, mode == "cold", args.targets,
+                                           rep)
+                        took, cpu, _ = results[key]
+                        print(f"{rev} J={jobs} {mode}: {int(took // 60)}m{int(took % 60):02d}s "
+                              f"({took:.1f} s wall, {cpu:.1f} s CPU)", flush=True)
+    hashes = [h for *_, h in results.values()]
     same = all(h == hashes[0] for h in hashes)
     print(f"metrics.json files: {len(hashes[0])}, identical in every variant: {same}")
 
