@@ -353,13 +353,21 @@ def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
 def _inherit_source(client: Any, child_id: str, parent_id: str) -> None:
     """The parent shows its seeds' Source and Dataset in the runs table (same command, commit
     and prepared data for every seed)."""
+    from mlflow.entities import RunTag
+
     child = client.get_run(child_id)
-    for key, value in child.data.tags.items():
-        if key.startswith("mlflow.source.") or key == "mlflow.user":
-            client.set_tag(parent_id, key, value)
+    tags = [RunTag(key, value) for key, value in child.data.tags.items()
+            if key.startswith("mlflow.source.") or key == "mlflow.user"]
+    # seeds finishing together both get here: a batch retries an insert another process made
+    # first (set_tag does not, and one seed failed with a UNIQUE constraint error)
+    client.log_batch(parent_id, tags=tags)
     inputs = child.inputs.dataset_inputs if child.inputs else []
     if inputs:
-        client.log_inputs(parent_id, datasets=list(inputs))
+        try:
+            client.log_inputs(parent_id, datasets=list(inputs))
+        except Exception:  # noqa: BLE001 - linked by the other seed a moment ago: once more
+            time.sleep(0.5)
+            client.log_inputs(parent_id, datasets=list(inputs))
 
 
 class NullTracker:

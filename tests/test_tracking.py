@@ -1,0 +1,45 @@
+"""MLflow bookkeeping shared by concurrent stage processes (seeds of one method)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+from mlflow.tracking import MlflowClient
+
+from pipeline.core.tracking import _inherit_source
+
+
+def _adopt(uri: str, child: str, parent: str, barrier, errors) -> None:
+    client = MlflowClient(tracking_uri=uri)  # a process of its own, as each stage is
+    barrier.wait()
+    try:
+        _inherit_source(client, child, parent)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        errors.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_seeds_finishing_together_give_their_parent_its_source_once(mlflow_uri):
+    """Every seed that finds its parent without a source copies its own tags there; when
+    they do it at the same moment, none may fail (a UNIQUE constraint error once did)."""
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiment = client.create_experiment("race")
+    parent = client.create_run(experiment, run_name="baselines@ce").info.run_id
+    source = {"mlflow.source.name": "python -m stages.train baselines --method ce",
+              "mlflow.source.git.commit": "abc", "mlflow.user": "me"}
+    children = [client.create_run(experiment, tags={**source, "seed": str(i)}).info.run_id
+                for i in range(6)]
+    ctx = mp.get_context("fork")
+    barrier, errors = ctx.Barrier(len(children)), ctx.Queue()
+    procs = [ctx.Process(target=_adopt, args=(mlflow_uri, c, parent, barrier, errors))
+             for c in children]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+    tags = client.get_run(parent).data.tags
+    assert {k: tags[k] for k in source} == source
