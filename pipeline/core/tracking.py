@@ -238,13 +238,7 @@ class Tracker:
         dataset = Dataset(name=meta["dataset"], digest=meta["sha256"][:36], source_type="local",
                           source=source, profile=json.dumps(profile))
         inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
-        try:
-            self.client.log_inputs(self.run_id, datasets=inputs)
-        except Exception:  # noqa: BLE001
-            # two stages logging the same new dataset at once: MLflow's store inserts it
-            # twice and one insert fails; the row exists now, so linking it succeeds
-            time.sleep(0.5)
-            self.client.log_inputs(self.run_id, datasets=inputs)
+        log_inputs(self.client, self.run_id, inputs)
 
     def log_model(self, model: Any, name: str, input_example: Any,
                   registered_name: str | None = None) -> str:
@@ -363,11 +357,18 @@ def _inherit_source(client: Any, child_id: str, parent_id: str) -> None:
     client.log_batch(parent_id, tags=tags)
     inputs = child.inputs.dataset_inputs if child.inputs else []
     if inputs:
-        try:
-            client.log_inputs(parent_id, datasets=list(inputs))
-        except Exception:  # noqa: BLE001 - linked by the other seed a moment ago: once more
-            time.sleep(0.5)
-            client.log_inputs(parent_id, datasets=list(inputs))
+        log_inputs(client, parent_id, list(inputs))
+
+
+def log_inputs(client: Any, run_id: str, inputs: list) -> None:
+    """``client.log_inputs``, once more after a moment if it fails: two stages logging the same
+    new dataset (or linking it to one parent run) at once make MLflow's store insert the row
+    twice and one insert fails; the row exists then, so the second call succeeds."""
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception:  # noqa: BLE001
+        time.sleep(0.5)
+        client.log_inputs(run_id, datasets=inputs)
 
 
 class NullTracker:
