@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools.parallel import Plan, label, worker_env
+from pipeline.tools.parallel import Plan, failed_in, label, split_log, worker_env
 from pipeline.tools.report import lock_stages, metric_md5s
 
 from .conftest import tiny_raw
@@ -97,6 +97,99 @@ def test_plan_waits_only_for_stages_in_the_plan():
     plan = Plan({"a": set(), "b": {"a"}, "c": set()}, ["a", "c", "b"])
     assert plan.ready(done=set(), started=set()) == ["a", "c"]
     assert plan.ready(done={"a"}, started={"a", "c"}) == ["b"]
+
+
+def test_gating_stages_go_first_and_alone_training_instances_in_shrinking_batches():
+    # prepare -> teacher -> kd-0, kd-1 ; prepare -> ce-0..ce-5 ; everything -> aggregate
+    train = [f"ce-{i}" for i in range(6)]
+    waits = {"prepare": set(), "teacher": {"prepare"}, "kd-0": {"prepare", "teacher"},
+             "kd-1": {"prepare", "teacher"}, **{s: {"prepare"} for s in train}}
+    waits["aggregate"] = set(waits)
+    downstream = {s: sum(s in w for w in waits.values()) for s in waits}
+    assert downstream["teacher"] == 3 and downstream["ce-0"] == 1  # counted by hand
+    order = ["prepare", *train, "teacher", "kd-0", "kd-1", "aggregate"]
+    plan = Plan(waits, order, downstream=downstream)
+    ready = plan.ready(done={"prepare"}, started={"prepare"})
+    assert ready == ["teacher", *train]  # the teacher gates 3 stages: first, ahead of order
+    assert plan.batch(ready, workers=2, cap=4) == ["teacher"]
+    # 6 instances that only `aggregate` waits for, 2 workers: 6 // 4 = 1 per process...
+    assert plan.batch(train, workers=2, cap=4) == ["ce-0"]
+    # ...16 of them: 4 (the cap); then fewer as they run out; cap 1: one stage per process
+    many = [f"x-{i}" for i in range(16)]
+    plan.downstream.update(dict.fromkeys(many, 1))
+    assert plan.batch(many, workers=2, cap=4) == many[:4]
+    assert plan.batch(many[:10], workers=2, cap=4) == many[:2]
+    assert plan.batch(many, workers=2, cap=1) == many[:1]
+
+
+def test_a_batch_log_is_split_per_stage_and_failures_are_read_off_dvc(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.tools.parallel.LOG_DIR", tmp_path)
+    a, b, c = (f"dag/x/dvc.yaml:x@{i}" for i in "abc")
+    # the shape of `dvc repro -k -s a b c` output when b fails (DVC 3.67, checked on a toy repo)
+    text = (f"Running stage '{a}':\n> cmd a\nUpdating lock file 'dag/x/dvc.lock'\n\n"
+            f"Running stage '{b}':\n> cmd b\nTraceback: boom\n"
+            "WARNING: failed to run: cmd b, exited with 1\n\n"
+            f"Stage '{c}' didn't change, skipping\n"
+            f"ERROR: failed to reproduce '{b}'\n")
+    split_log(text, [a, b, c])
+    assert (tmp_path / "x_a.log").read_text().startswith(f"Running stage '{a}'")
+    assert "boom" in (tmp_path / "x_b.log").read_text()
+    assert "boom" not in (tmp_path / "x_a.log").read_text() + (tmp_path / "x_c.log").read_text()
+    assert failed_in(text, [a, b, c]) == [b]
+    assert failed_in(f"ERROR: failed to reproduce stages: '{a}' and '{c}'", [a, b, c]) == [a, c]
+    assert failed_in("Killed", [a, b]) == [a, b]  # nothing named: none counts as done
+
+
+def test_a_failed_instance_in_a_batch_leaves_its_batch_mates_recorded(tmp_path):
+    """16 independent instances feeding one last stage: with 2 workers they go 4 to a DVC
+    process (``-k``); one of the first batch fails, its batch mates still run and are
+    recorded, and no new process starts."""
+    root = tmp_path / "toy"
+    root.mkdir()
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    outs = [f"out{i}" for i in range(16)]
+    (root / "dvc.yaml").write_text(
+        "stages:\n"
+        "  part:\n"
+        "    matrix:\n"
+        f"      i: {list(range(16))}\n"  # fails for the instance named in the file `fail`
+        "    cmd: sh -c 'echo ran ${item.i}; test ${item.i} != $(cat fail) && echo ok > out${item.i}'\n"
+        "    outs:\n"
+        "      - out${item.i}\n"
+        "  last:\n"
+        f"    cmd: cat {' '.join(outs)} > all\n"
+        f"    deps: [{', '.join(outs)}]\n"
+        "    outs: [all]\n")
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    plan = sh(root, sys.executable, "-m", "pipeline.tools.parallel", "--dry", **env).stdout
+    victim = plan.splitlines()[1].split()[0]  # the first batch runs the plan's first 4
+    (root / "fail").write_text(victim.split("@")[1])
+
+    failed = sh(root, sys.executable, "-m", "pipeline.tools.parallel", "-j", "2", "--cold",
+                check=False, **env)
+    assert failed.returncode == 1
+    starts = [line for line in failed.stdout.splitlines() if line.startswith("[parallel] start")]
+    assert [line.split("(worker ")[1][0] for line in starts[:4]] == ["0"] * 4  # one process
+    assert f"FAILED {victim}" in failed.stdout
+    assert f"ran {victim.split('@')[1]}" in failed.stderr  # its log's tail
+    log = (root / f".dvc/tmp/parallel/{victim.replace('@', '_')}.log").read_text()
+    ran = [line for line in log.splitlines() if line.startswith("ran ")]
+    assert ran == [f"ran {victim.split('@')[1]}"]  # its own part of the batch's output only
+    done = {line.split()[2] for line in failed.stdout.splitlines()
+            if line.startswith("[parallel] done ")}
+    launched = {line.split()[2] for line in starts}
+    assert {line.split()[2] for line in starts[:4]} - {victim} <= done  # `-k`: mates ran
+    assert done == launched - {victim} and len(launched) < 16  # nothing new after it
+    pending = set(json.loads(dvc(root, "status", "--json").stdout))
+    assert pending == {f"part@{i}" for i in range(16)} - done | {"last"}
+
+    # a broken dvc.yaml: one line naming the file, exit 2, no traceback
+    (root / "dvc.yaml").write_text((root / "dvc.yaml").read_text() + "  bad: [\n")
+    broken = sh(root, sys.executable, "-m", "pipeline.tools.parallel", "-j", "2", check=False,
+                **env)
+    assert broken.returncode == 2 and "dvc.yaml" in broken.stderr
+    assert "Traceback" not in broken.stderr
 
 
 def test_workers_share_cores_or_gpus(monkeypatch):
