@@ -4,6 +4,7 @@
     python benchmarks/repro_wall.py -j 2 --targets baselines@ce-0   # a quick check
     python benchmarks/repro_wall.py --modes warm --revs HEAD~1 HEAD  # two commits, interleaved
     python benchmarks/repro_wall.py --modes warm -j 2 --revs A B --repeat 2   # two rounds
+    python benchmarks/repro_wall.py --modes warm -j 1 --breakdown   # where the time went
 
 Each variant clones a commit (default: the current one) into a temporary folder (empty DVC
 cache, no MLflow store), reuses this interpreter's environment (install excluded), runs
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def one(tmp: Path, rev: str, jobs: int, cold: bool, targets: list[str],
-        rep: int = 0) -> tuple[float, float, dict[str, str]]:
+        rep: int = 0, breakdown: bool = False) -> tuple[float, float, dict[str, str]]:
     """(wall seconds, CPU seconds of the whole process tree, metrics.json md5s)."""
     root = tmp / f"{rev}-j{jobs}-{'cold' if cold else 'warm'}-{rep}"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
@@ -53,6 +54,9 @@ def one(tmp: Path, rev: str, jobs: int, cold: bool, targets: list[str],
     if left.returncode or left.stdout.strip():
         print(f"warning: `dvc status` is not clean in {root}")
     ran = {path: md5 for path, md5 in metric_md5s(root).items() if (root / path).exists()}
+    if breakdown:  # benchmarks/wall_breakdown.py on this clone's MLflow store
+        subprocess.run([sys.executable, str(REPO / "benchmarks/wall_breakdown.py"), "--root",
+                        str(root)], check=True)
     return took, cpu, ran  # with --targets, the committed locks also list stages not run here
 
 
@@ -64,6 +68,8 @@ def main() -> None:
     parser.add_argument("--revs", nargs="+", default=["HEAD"],
                         help="commits to compare (each variant runs on each, interleaved)")
     parser.add_argument("--modes", nargs="+", default=["warm", "cold"], choices=["warm", "cold"])
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print where each run's time went (benchmarks/wall_breakdown.py)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; each round runs every variant once, interleaved")
     args = parser.parse_args()
@@ -77,7 +83,7 @@ def main() -> None:
                     for rev in revs:
                         key = (rev, jobs, mode, rep)
                         results[key] = one(Path(tmp), rev, jobs, mode == "cold", args.targets,
-                                           rep)
+                                           rep, args.breakdown)
                         took, cpu, _ = results[key]
                         print(f"{rev} J={jobs} {mode}: {int(took // 60)}m{int(took % 60):02d}s "
                               f"({took:.1f} s wall, {cpu:.1f} s CPU)", flush=True)
