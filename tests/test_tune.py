@@ -34,7 +34,7 @@ def test_every_method_gets_the_same_number_of_distinct_configurations(params):
 
 def test_too_small_a_space_is_an_error(base_raw):
     raw = copy.deepcopy(base_raw)
-    raw["tune"]["shared"] = {"lr": [0.1]}
+    raw["tune"].update(shared={"lr": [0.1]}, trials=[0, 1, 2, 3])
     with pytest.raises(ConfigError, match="ce has only 1 configurations for 4 trials"):
         trial_config(parse_params(raw), "ce", 0)
 
