@@ -221,8 +221,9 @@ class LocalLauncher:
         self.workers, self.gpus, self.env, self.batch = workers, gpus, env, batch
 
     def start(self, stages: list[str], slot: int) -> Job:
-        log = LOG_DIR / f"batch-{label(stages[0]).replace('@', '_')}.log" \
-            if len(stages) > 1 else log_file(stages[0])
+        log = log_file(stages[0])
+        if len(stages) > 1:  # split into each stage's own log_file when it ends
+            log = log.with_name(f"batch-{log.name}")
         keep_going = ["-k"] if len(stages) > 1 else []
         with log.open("w") as handle:
             proc = subprocess.Popen([*DVC, "--wait-for-lock", "repro", *keep_going, "-s",
