@@ -43,14 +43,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.cli import main as cli_main
 from pipeline.core.errors import ConfigError
-from pipeline.tools.warm import warm_server
+from pipeline.tools.warm import WarmServer
 
 LOG_DIR = Path(".dvc/tmp/parallel")
 DVC = [sys.executable, "-m", "dvc"]
@@ -357,25 +356,32 @@ def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
 def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
         dry: bool = False, cluster: str | None = None, repo: str | None = None,
         warm: bool = True, batch: int = 4) -> int:
-    plan = make_plan(targets, force)
-    if dry:
-        for stage in plan.order:
-            waits = ", ".join(sorted(map(label, plan.waits_for[stage]))) or "-"
-            print(f"{label(stage)}  <- {waits}")
-        return 0
-    if not plan.order:
-        print("[parallel] every stage is up to date (DVC's own check); nothing to run")
-        return 0
-    if cluster:
-        return _run_plan(plan, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
-                         f"on the Dask cluster {cluster}", pull=True)
-    prepare_tracking_store()
-    with (warm_server() if warm else nullcontext(None)) as env:
+    # the warm server imports for several seconds: it starts first, so that DVC's planning
+    # and the MLflow store's creation happen meanwhile; a no-op run stops it unused
+    server = WarmServer() if warm and not (dry or cluster) else None
+    try:
+        plan = make_plan(targets, force)
+        if dry:
+            for stage in plan.order:
+                waits = ", ".join(sorted(map(label, plan.waits_for[stage]))) or "-"
+                print(f"{label(stage)}  <- {waits}")
+            return 0
+        if not plan.order:
+            print("[parallel] every stage is up to date (DVC's own check); nothing to run")
+            return 0
+        if cluster:
+            return _run_plan(plan, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
+                             f"on the Dask cluster {cluster}", pull=True)
+        prepare_tracking_store()
+        env = server.env() if server else None
         if workers == 1 and not gpus:  # DVC's own `dvc repro`, its stages started warm
             cmd = [*DVC, "repro", *(["-f"] if force else []), *plan.targets]
             return subprocess.run(cmd, env=env).returncode
         where = f"on GPUs {','.join(gpus)}" if gpus else "here"
         return _run_plan(plan, workers, LocalLauncher(workers, gpus, env, batch), where)
+    finally:
+        if server:
+            server.stop()
 
 
 def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, pull: bool = False) -> int:

@@ -49,9 +49,10 @@ from pathlib import Path
 
 ENV = "ILKD_WARM_SOCKET"
 # what a training, tuning or aggregation stage imports from outside the project (measured
-# with sys.modules before/after a run); a missing optional one is skipped
+# with sys.modules before/after a run); a missing optional one is skipped. Not torchvision:
+# only `prepare` imports it, for CIFAR, and its models alone take ~1 s to import
 PRELOAD = (
-    "numpy", "torch", "torch.nn.functional", "torchvision", "pydantic", "yaml", "tqdm",
+    "numpy", "torch", "torch.nn.functional", "pydantic", "yaml", "tqdm",
     "pandas", "scipy.stats", "sklearn.datasets", "PIL.Image", "matplotlib.pyplot",
     "mlflow", "mlflow.tracking", "mlflow.pytorch", "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store", "alembic.runtime.migration",
@@ -305,27 +306,47 @@ def serve(path: str) -> None:
     server.serve()
 
 
+class WarmServer:
+    """A server process, started at once; :meth:`env` waits until it accepts callers.
+
+    Started before DVC plans the run, its imports (several seconds) overlap the planning;
+    callers that arrive while it still imports wait in its backlog, as with the block below.
+    """
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="ilkd-warm-")  # short: socket paths max ~100
+        self.path = str(Path(self.folder) / "socket")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.tools.warm", "serve",
+                                      self.path], start_new_session=True)  # Ctrl-C reaches
+        # stages through their callers
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (or os.environ) plus ``ILKD_WARM_SOCKET``; without it if the server died."""
+        deadline = time.monotonic() + 30
+        while (not os.path.exists(self.path) and self.proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
+        base = dict(os.environ if base is None else base)
+        return {**base, ENV: self.path} if os.path.exists(self.path) else base
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @contextmanager
 def warm_server(env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """Start a server for the duration of the block; yields an environment that names it
     (``env`` or os.environ, plus ``ILKD_WARM_SOCKET``). The server stops at the end."""
-    folder = tempfile.mkdtemp(prefix="ilkd-warm-")  # short: Unix socket paths max ~100 chars
-    path = str(Path(folder) / "socket")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.tools.warm", "serve", path],
-                            start_new_session=True)  # Ctrl-C reaches stages via their callers
+    server = WarmServer()
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        base = dict(os.environ if env is None else env)
-        yield {**base, ENV: path} if os.path.exists(path) else base
+        yield server.env(env)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
