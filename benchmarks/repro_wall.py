@@ -5,14 +5,15 @@
     python benchmarks/repro_wall.py --modes warm --revs HEAD~1 HEAD  # two commits, interleaved
     python benchmarks/repro_wall.py --modes warm -j 2 --revs A B --repeat 2   # two rounds
     python benchmarks/repro_wall.py --modes warm -j 1 --breakdown   # where the time went
+    python benchmarks/repro_wall.py --modes warm -j 2 --batches 4 8  # the runner's batch cap
 
 Each variant clones a commit (default: the current one) into a temporary folder (empty DVC
 cache, no MLflow store), reuses this interpreter's environment (install excluded), runs
 ``python -m pipeline.tools.parallel -j J [--cold] [targets]`` and times it (wall, and the
 CPU time of every process it waited for, which other load on a shared machine disturbs
 less); then checks that DVC finds nothing left to run and that every variant wrote the same
-``metrics.json`` files (their md5s in the lock files; commits that change results differ).
-Run it with nothing else on the machine: one variant at a time.
+``metrics.json`` files within each commit (their md5s in the lock files; commits that change
+results differ from each other). Run it with nothing else on the machine: one variant at a time.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def one(tmp: Path, rev: str, jobs: int, cold: bool, targets: list[str],
-        rep: int = 0, breakdown: bool = False) -> tuple[float, float, dict[str, str]]:
+        rep: int = 0, breakdown: bool = False,
+        batch: int | None = None) -> tuple[float, float, dict[str, str]]:
     """(wall seconds, CPU seconds of the whole process tree, metrics.json md5s)."""
-    root = tmp / f"{rev}-j{jobs}-{'cold' if cold else 'warm'}-{rep}"
+    root = tmp / f"{rev}-j{jobs}-{'cold' if cold else 'warm'}-b{batch}-{rep}"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
     subprocess.run(["git", "checkout", "-q", rev], cwd=root, check=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "pipeline.tools.parallel", "-j", str(jobs),
-           *(["--cold"] if cold else []), *targets]
+           *(["--cold"] if cold else []), *([f"--batch={batch}"] if batch else []), *targets]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tic = time.perf_counter()
     subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["warm", "cold"], choices=["warm", "cold"])
     parser.add_argument("--breakdown", action="store_true",
                         help="print where each run's time went (benchmarks/wall_breakdown.py)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[None],
+                        help="the runner's --batch caps to compare (J>=2; default: its own)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; each round runs every variant once, interleaved")
     args = parser.parse_args()
@@ -80,16 +84,21 @@ def main() -> None:
         for rep in range(args.repeat):
             for jobs in args.jobs:
                 for mode in args.modes:
-                    for rev in revs:
-                        key = (rev, jobs, mode, rep)
-                        results[key] = one(Path(tmp), rev, jobs, mode == "cold", args.targets,
-                                           rep, args.breakdown)
-                        took, cpu, _ = results[key]
-                        print(f"{rev} J={jobs} {mode}: {int(took // 60)}m{int(took % 60):02d}s "
-                              f"({took:.1f} s wall, {cpu:.1f} s CPU)", flush=True)
-    hashes = [h for *_, h in results.values()]
-    same = all(h == hashes[0] for h in hashes)
-    print(f"metrics.json files: {len(hashes[0])}, identical in every variant: {same}")
+                    for batch in args.batches if jobs > 1 else [None]:
+                        for rev in revs:
+                            key = (rev, jobs, mode, batch, rep)
+                            results[key] = one(Path(tmp), rev, jobs, mode == "cold",
+                                               args.targets, rep, args.breakdown, batch)
+                            took, cpu, _ = results[key]
+                            cap = f" --batch {batch}" if batch else ""
+                            print(f"{rev} J={jobs}{cap} {mode}: {int(took // 60)}m"
+                                  f"{int(took % 60):02d}s ({took:.1f} s wall, {cpu:.1f} s CPU)",
+                                  flush=True)
+    for rev in revs:  # commits that change results differ from each other, not within
+        hashes = [h for (r, *_), (*_, h) in results.items() if r == rev]
+        same = all(h == hashes[0] for h in hashes)
+        print(f"{rev}: metrics.json files: {len(hashes[0])}, identical in its "
+              f"{len(hashes)} variants: {same}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,13 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     sequential = make_dvc_project(tmp_path / "seq", raw, migrated_db)
     runner(sequential, "-j", "1")
     assert json.loads(dvc(sequential, "status", "--json").stdout) == {}
-    assert "nothing to run" in runner(sequential, "-j", "1").stdout  # up to date: stops early
+    # up to date: stops early, and stops the warm server it started while DVC planned
+    scratch = tmp_path / "scratch"  # the server's socket folder goes here (tempfile)
+    scratch.mkdir()
+    noop = sh(sequential, sys.executable, "-m", "pipeline.tools.parallel", "-j", "1",
+              PYTHONPATH=str(sequential), TMPDIR=str(scratch))
+    assert "nothing to run" in noop.stdout
+    assert list(scratch.iterdir()) == []  # removed after the server process exited
 
     parallel = make_dvc_project(tmp_path / "par", raw, migrated_db)
     plan = runner(parallel, "--dry").stdout
@@ -186,10 +192,13 @@ def test_a_failed_instance_in_a_batch_leaves_its_batch_mates_recorded(tmp_path):
 
     # a broken dvc.yaml: one line naming the file, exit 2, no traceback
     (root / "dvc.yaml").write_text((root / "dvc.yaml").read_text() + "  bad: [\n")
+    scratch = tmp_path / "scratch"  # where the warm server started before planning lives
+    scratch.mkdir()
     broken = sh(root, sys.executable, "-m", "pipeline.tools.parallel", "-j", "2", check=False,
-                **env)
+                TMPDIR=str(scratch), **env)
     assert broken.returncode == 2 and "dvc.yaml" in broken.stderr
     assert "Traceback" not in broken.stderr
+    assert list(scratch.iterdir()) == []  # that server was stopped and its folder removed
 
 
 def test_workers_share_cores_or_gpus(monkeypatch):
