@@ -10,8 +10,9 @@
 Locally, every stage command is handed to a warm process that imported torch and MLflow
 once (``pipeline/tools/warm.py``; ``--cold`` turns it off): a stage then starts in about
 0.5 s instead of 5 s. With ``-j 1`` this is a plain ``dvc repro`` under that warm process.
-Either way it first asks DVC which stages changed: when none did, it stops there (3.0-3.5 s
-on the quick profile, against 3.4-3.9 s for a no-op ``dvc repro``, measured the same day).
+Either way it first asks DVC which stages changed: when none did, it stops there (2.5-3.2 s,
+median 2.7 s, on the quick profile, against 2.7-3.3 s, median 2.9 s, for a no-op ``dvc
+repro``, measured interleaved).
 
 DVC runs stages one at a time. With ``-j N`` this walks DVC's own graph instead: it asks DVC which
 stages changed, adds everything downstream of them, and starts ``dvc --wait-for-lock
