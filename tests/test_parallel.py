@@ -39,9 +39,9 @@ def lock_summary(root: Path) -> dict:
     return out
 
 
-def runner(root: Path, *args: str, check: bool = True):
+def runner(root: Path, *args: str, check: bool = True, **env: str):
     return sh(root, sys.executable, "-m", "pipeline.tools.parallel", *args, check=check,
-              PYTHONPATH=str(root))
+              PYTHONPATH=str(root), **env)
 
 
 def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, migrated_db):
@@ -53,8 +53,7 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
     # up to date: stops early, and stops the warm server it started while DVC planned
     scratch = tmp_path / "scratch"  # the server's socket folder goes here (tempfile)
     scratch.mkdir()
-    noop = sh(sequential, sys.executable, "-m", "pipeline.tools.parallel", "-j", "1",
-              PYTHONPATH=str(sequential), TMPDIR=str(scratch))
+    noop = runner(sequential, "-j", "1", TMPDIR=str(scratch))
     assert "nothing to run" in noop.stdout
     assert list(scratch.iterdir()) == []  # removed after the server process exited
 
