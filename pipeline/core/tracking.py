@@ -13,7 +13,8 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -98,6 +99,25 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the U
 PARENT_ROLE, CHILD_ROLE = "parent", "seed"
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is left (main thread, POSIX): what the block
+    records cannot be cut short; a signal that came meanwhile acts right after it."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    if not (main and hasattr(signal, "pthread_sigmask")):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Tracker:
     """One MLflow run, created or reopened by id (a resumed stage continues its run).
 
@@ -136,15 +156,16 @@ class Tracker:
                  tb: Any) -> bool:
         from .errors import TrainingDiverged
 
-        if exc is None:
-            self.finish("FINISHED")
-        elif isinstance(exc, KeyboardInterrupt):
-            self.set_tags({"failure_reason": "interrupted"})
-            self.finish("KILLED")
-        else:
-            reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{kind.__name__}: {exc}"
-            self.set_tags({"failure_reason": reason[:5000]})
-            self.finish("FAILED")
+        with signals_deferred():  # a second Ctrl-C must not leave the run RUNNING
+            if exc is None:
+                self.finish("FINISHED")
+            elif isinstance(exc, KeyboardInterrupt):
+                self.set_tags({"failure_reason": "interrupted"})
+                self.finish("KILLED")
+            else:
+                reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{kind.__name__}: {exc}"
+                self.set_tags({"failure_reason": reason[:5000]})
+                self.finish("FAILED")
         return False
 
     def _experiment(self, name: str, root: Path) -> str:

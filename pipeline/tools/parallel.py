@@ -50,10 +50,13 @@ from typing import Any
 
 from pipeline.core.cli import main as cli_main
 from pipeline.core.errors import ConfigError
+from pipeline.tools.guard import die_with_parent
+from pipeline.tools.report import lock_files
 from pipeline.tools.warm import WarmServer
 
 LOG_DIR = Path(".dvc/tmp/parallel")
 DVC = [sys.executable, "-m", "dvc"]
+GUARD = [sys.executable, "-m", "pipeline.tools.guard", "--"]
 
 
 @dataclass
@@ -179,9 +182,84 @@ class Job:
         self.log.write_text(text)
         return code
 
-    def wait(self) -> None:
-        if self.proc is not None:
-            self.proc.wait()
+    def signal(self, signum: int) -> None:
+        """Relay a stop to a local job's guard (a cluster task runs to its end)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+
+def guarded(cmd: list[str], env: dict[str, str] | None, **popen: Any) -> subprocess.Popen:
+    """``cmd`` (a DVC process) under ``pipeline/tools/guard.py``, out of the terminal's reach:
+    a stop reaches its stage commands through the guard, never DVC itself while it writes a
+    lock file; if this process dies, even by SIGKILL, the guard stops the run the same way."""
+    return subprocess.Popen([*GUARD, *cmd], env=env, start_new_session=True,
+                            preexec_fn=die_with_parent, **popen)
+
+
+class Interrupts:
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP to the runner: recorded, no new stage starts, and
+    each is relayed to the running jobs' guards, which stop their stage commands."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.jobs: list[Job] = []
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.received:
+            print(f"\n[parallel] {signal.Signals(signum).name}: stopping the running stages "
+                  "(each checkpoints); finished stages stay recorded", file=sys.stderr, flush=True)
+        self.received.append(signum)
+        for job in self.jobs:
+            job.signal(signum)
+
+    def __enter__(self) -> Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the first signal's number (130 for Ctrl-C), None when none came."""
+        return 128 + self.received[0] if self.received else None
+
+
+class LockKeeper:
+    """The last copy of each lock file that parsed, kept under ``LOG_DIR/locks``: a lock file
+    that no longer parses (a DVC process killed while writing it) is put back, and the stages
+    recorded since are restored from DVC's run-cache by the next ``dvc repro``, not retrained."""
+
+    def __init__(self, folder: Path = LOG_DIR / "locks") -> None:
+        self.folder = folder
+        self.check()
+
+    def check(self) -> list[Path]:
+        """Keep a copy of every lock file that parses; put back the ones that do not.
+        Returns those put back."""
+        import shutil
+
+        import yaml
+
+        restored = []
+        for lock in lock_files():
+            kept = self.folder / lock
+            try:
+                yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except (yaml.YAMLError, OSError):
+                if kept.is_file():
+                    shutil.copy2(kept, lock)
+                    restored.append(lock)
+                    print(f"[parallel] {lock} did not parse: put back its last good copy; "
+                          "rerun to restore the stages recorded since from the run-cache",
+                          file=sys.stderr, flush=True)
+                continue
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(lock, kept)
+        return restored
 
 
 def log_file(stage: str) -> Path:
@@ -226,9 +304,9 @@ class LocalLauncher:
             log = log.with_name(f"batch-{log.name}")
         keep_going = ["-k"] if len(stages) > 1 else []
         with log.open("w") as handle:
-            proc = subprocess.Popen([*DVC, "--wait-for-lock", "repro", *keep_going, "-s",
-                                     *stages], stdout=handle, stderr=subprocess.STDOUT,
-                                    env=worker_env(slot, self.workers, self.gpus, self.env))
+            proc = guarded([*DVC, "--wait-for-lock", "repro", *keep_going, "-s", *stages],
+                           worker_env(slot, self.workers, self.gpus, self.env),
+                           stdout=handle, stderr=subprocess.STDOUT)
         return Job(stages, log, proc=proc)
 
 
@@ -292,104 +370,152 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
 
 
-def execute(plan: Plan, workers: int, launcher: Any) -> list[str]:
-    """Run the plan; return the stages that failed (empty on success)."""
+def execute(plan: Plan, workers: int, launcher: Any, stop: Interrupts | None = None,
+            locks: LockKeeper | None = None) -> list[str]:
+    """Run the plan; return the stages that failed or were stopped (empty on success).
+    After a signal (``stop``) no stage starts; the running ones stop and are waited for."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    stop = stop or Interrupts()
     total, done, failed = len(plan.order), set(), []
     started: set[str] = set()
     running: dict[int, Job] = {}
-    stop = False
-
-    def on_signal(signum, frame):  # children got the same signal from the terminal
-        nonlocal stop
-        stop = True
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while True:
-            free = [s for s in range(workers) if s not in running]
-            ready = plan.ready(done, started) if not (stop or failed) else []
-            while free and ready:
-                slot, batch = free.pop(0), plan.batch(ready, workers, launcher.batch)
-                running[slot] = launcher.start(batch, slot)
-                started.update(batch)
-                ready = [s for s in ready if s not in started]
-                busy = len(started) - len(done) - len(failed)
-                for stage in batch:
-                    print(f"[parallel] start {label(stage)} (worker {slot}) — done "
-                          f"{len(done)}/{total}, running {busy}, left {total - len(started)}",
-                          flush=True)
-            if not running:
-                break
-            time.sleep(0.2)
-            for slot, job in list(running.items()):
-                code = job.poll()
-                if code is None:
-                    continue
-                del running[slot]
-                took = time.monotonic() - job.started
-                text = job.log.read_text(errors="replace") if job.log.exists() else ""
-                if len(job.stages) > 1:
-                    split_log(text, job.stages)
-                bad = failed_in(text, job.stages) if code != 0 else []
-                for stage in job.stages:
-                    if stage in bad:
-                        failed.append(stage)
-                        print(f"[parallel] FAILED {label(stage)} (exit {code}) after "
-                              f"{took:.1f}s; log: {log_file(stage)}; no new stages start",
-                              flush=True)
-                    else:
-                        done.add(stage)
-                        print(f"[parallel] done  {label(stage)} in {took:.1f}s — "
-                              f"{len(done)}/{total}", flush=True)
-    except KeyboardInterrupt:
-        for job in running.values():
-            job.wait()
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    for stage in failed:
-        print(f"\n[parallel] {label(stage)} failed; last lines of {log_file(stage)}:\n"
-              f"{_tail(log_file(stage))}", file=sys.stderr)
+    while True:
+        free = [s for s in range(workers) if s not in running]
+        ready = plan.ready(done, started) if not (stop.received or failed) else []
+        while free and ready:
+            slot, batch = free.pop(0), plan.batch(ready, workers, launcher.batch)
+            running[slot] = launcher.start(batch, slot)
+            stop.jobs = list(running.values())
+            started.update(batch)
+            ready = [s for s in ready if s not in started]
+            busy = len(started) - len(done) - len(failed)
+            for stage in batch:
+                print(f"[parallel] start {label(stage)} (worker {slot}) — done "
+                      f"{len(done)}/{total}, running {busy}, left {total - len(started)}",
+                      flush=True)
+        if not running:
+            break
+        time.sleep(0.2)
+        for slot, job in list(running.items()):
+            code = job.poll()
+            if code is None:
+                continue
+            del running[slot]
+            stop.jobs = list(running.values())
+            if locks:
+                locks.check()
+            took = time.monotonic() - job.started
+            text = job.log.read_text(errors="replace") if job.log.exists() else ""
+            if len(job.stages) > 1:
+                split_log(text, job.stages)
+            bad = failed_in(text, job.stages) if code != 0 else []
+            for stage in job.stages:
+                if stage in bad:
+                    failed.append(stage)
+                    what = "STOPPED" if stop.received else "FAILED"
+                    print(f"[parallel] {what} {label(stage)} (exit {code}) after {took:.1f}s; "
+                          f"log: {log_file(stage)}; no new stages start", flush=True)
+                else:
+                    done.add(stage)
+                    print(f"[parallel] done  {label(stage)} in {took:.1f}s — "
+                          f"{len(done)}/{total}", flush=True)
+    if not stop.received:
+        for stage in failed:
+            print(f"\n[parallel] {label(stage)} failed; last lines of {log_file(stage)}:\n"
+                  f"{_tail(log_file(stage))}", file=sys.stderr)
     return failed
+
+
+class RunnerLock:
+    """One runner per repository: a second one would fail on DVC's own lock with a trace
+    (or interleave with the first); it is refused with one line naming the first's pid."""
+
+    def __init__(self, path: Path = LOG_DIR / "runner.pid") -> None:
+        self.path = path
+
+    def __enter__(self) -> RunnerLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.path.open("a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            other = self.handle.read().strip() or "?"
+            self.handle.close()
+            raise ConfigError(f"another runner (pid {other}) is running in this repository; "
+                              f"wait for it, or stop it with `kill -INT {other}`") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()  # closing releases the lock; a killed runner's is released too
 
 
 def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
         dry: bool = False, cluster: str | None = None, repo: str | None = None,
         warm: bool = True, batch: int = 4) -> int:
-    # the warm server imports for several seconds: it starts first, so that DVC's planning
-    # and the MLflow store's creation happen meanwhile; a no-op run stops it unused
-    server = WarmServer() if warm and not (dry or cluster) else None
-    try:
-        plan = make_plan(targets, force)
-        if dry:
-            for stage in plan.order:
-                waits = ", ".join(sorted(map(label, plan.waits_for[stage]))) or "-"
-                print(f"{label(stage)}  <- {waits}")
-            return 0
-        if not plan.order:
-            print("[parallel] every stage is up to date (DVC's own check); nothing to run")
-            return 0
-        if cluster:
-            return _run_plan(plan, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
-                             f"on the Dask cluster {cluster}", pull=True)
-        prepare_tracking_store()
-        env = server.env() if server else None
-        if workers == 1 and not gpus:  # DVC's own `dvc repro`, its stages started warm
-            cmd = [*DVC, "repro", *(["-f"] if force else []), *plan.targets]
-            return subprocess.run(cmd, env=env).returncode
-        where = f"on GPUs {','.join(gpus)}" if gpus else "here"
-        return _run_plan(plan, workers, LocalLauncher(workers, gpus, env, batch), where)
-    finally:
-        if server:
-            server.stop()
+    if dry:
+        return _print_plan(make_plan(targets, force))
+    with RunnerLock(), Interrupts() as stop:
+        # the warm server imports for several seconds: it starts first, so that DVC's
+        # planning and the MLflow store's creation happen meanwhile; a no-op run stops it
+        server = WarmServer() if warm and not cluster else None
+        try:
+            plan = make_plan(targets, force)
+            if not plan.order:
+                print("[parallel] every stage is up to date (DVC's own check); nothing to run")
+                return stop.exit_code or 0
+            if cluster:
+                return _run_plan(plan, workers, DaskLauncher(cluster, repo or str(Path.cwd())),
+                                 f"on the Dask cluster {cluster}", stop, pull=True)
+            prepare_tracking_store()
+            env = server.env() if server else None
+            if workers == 1 and not gpus:  # DVC's own `dvc repro`, its stages started warm
+                return _dvc_repro(plan, force, env, stop)
+            where = f"on GPUs {','.join(gpus)}" if gpus else "here"
+            return _run_plan(plan, workers, LocalLauncher(workers, gpus, env, batch), where, stop)
+        finally:
+            if server:
+                server.stop()
 
 
-def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, pull: bool = False) -> int:
+def _print_plan(plan: Plan) -> int:
+    for stage in plan.order:
+        waits = ", ".join(sorted(map(label, plan.waits_for[stage]))) or "-"
+        print(f"{label(stage)}  <- {waits}")
+    return 0
+
+
+def _dvc_repro(plan: Plan, force: bool, env: dict[str, str] | None, stop: Interrupts) -> int:
+    locks = LockKeeper()
+    proc = guarded([*DVC, "repro", *(["-f"] if force else []), *plan.targets], env)
+    stop.jobs = [Job(plan.targets, Path(os.devnull), proc=proc)]
+    if stop.received:  # a signal before the guard existed
+        proc.send_signal(stop.received[0])
+    code = proc.wait()
+    locks.check()
+    return _interrupted(stop) if stop.received else code
+
+
+def _interrupted(stop: Interrupts) -> int:
+    print("[parallel] stopped: finished stages are recorded, interrupted runs checkpointed "
+          "(their MLflow runs KILLED); rerun to resume", file=sys.stderr, flush=True)
+    return stop.exit_code or 130
+
+
+def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, stop: Interrupts,
+              pull: bool = False) -> int:
     print(f"[parallel] {len(plan.order)} stages to run with {workers} workers {where}",
           flush=True)
     tic = time.monotonic()
-    failed = execute(plan, workers, launcher)
+    failed = execute(plan, workers, launcher, stop, LockKeeper())
+    if stop.received:
+        return _interrupted(stop)
     if failed:
         print(f"[parallel] {len(failed)} failed: {', '.join(map(label, failed))}; finished stages are "
               "recorded, rerun to resume", file=sys.stderr)
@@ -409,20 +535,31 @@ def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, pull: bool = 
     return 0
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1 (``-j 0`` used to mean 'the default' silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: need at least 1")
+    return value
+
+
 def entry(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
-    parser.add_argument("-j", "--jobs", type=int, default=None,
+    parser.add_argument("-j", "--jobs", type=positive, default=None,
                         help="workers (default: the GPU slots, else 1)")
     parser.add_argument("--gpus", default="", help="comma-separated GPU ids, e.g. 0,1")
-    parser.add_argument("--per-gpu", type=int, default=1,
+    parser.add_argument("--per-gpu", type=positive, default=1,
                         help="workers sharing one GPU (small models fit several)")
     parser.add_argument("-f", "--force", action="store_true", help="rerun even unchanged stages")
     parser.add_argument("--dry", action="store_true", help="print the plan and exit")
     parser.add_argument("--cold", action="store_true", help="start every stage in a fresh "
                         "process (no warm server; slower, for comparison)")
-    parser.add_argument("--batch", type=int, default=4, help="at most this many training "
+    parser.add_argument("--batch", type=positive, default=4, help="at most this many training "
                         "instances per DVC process (1: one process per stage)")
     parser.add_argument("--cluster", help="Dask scheduler address (tcp://host:8786): run the "
                         "stages on its workers, each in its own clone")
@@ -431,10 +568,6 @@ def entry(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     gpus = [g for g in args.gpus.split(",") if g] * args.per_gpu
     workers = args.jobs or max(1, len(gpus))
-    if workers < 1:
-        raise ConfigError("-j: need at least one worker")
-    if args.batch < 1:
-        raise ConfigError("--batch: need at least one stage per process")
     sys.exit(run(args.targets, workers, gpus, args.force, args.dry, args.cluster, args.repo,
                  warm=not args.cold, batch=args.batch))
 

@@ -21,7 +21,10 @@ What stays honest:
 * Without the server (plain ``dvc repro``, ``dvc exp run``, a cluster worker) or when it
   cannot be reached, the stage runs in its own process as before.
 * A signal to the stage's process (Ctrl-C, DVC stopping) is forwarded to the child, so
-  it checkpoints and exits as it would cold; if the caller dies, the child is stopped.
+  it checkpoints and exits as it would cold; if the caller dies, the child is stopped. If
+  the runner that started the server dies, the server takes no new stage and exits when
+  the running ones end: each is stopped through its caller (``pipeline/tools/guard.py``),
+  once, so that it can checkpoint and record its MLflow run as KILLED.
 
 This module is deliberately not a dependency of any stage: it decides where a stage's
 code runs, not what it computes (as DVC itself is not a dependency).
@@ -215,8 +218,8 @@ class Server:
                 else:
                     self._from_caller(key.fileobj, key.data)
             self._reap()
-            if not self.stopping and os.getppid() != self.parent:  # whoever started it died
-                self._stop(signal.SIGTERM, None)
+            if not self.stopping and os.getppid() != self.parent:  # whoever started it died:
+                self.stopping = True  # no new stage; each running one stays its caller's to stop
         self.listener.close()
 
     def _stop(self, signum, frame) -> None:
@@ -304,6 +307,11 @@ def serve(path: str) -> None:
         print(f"[warm] not installed, imported by the stages themselves: {missing}",
               file=sys.stderr)
     server.serve()
+    Path(path).unlink(missing_ok=True)
+    try:  # its folder, unless the starter already removed it or keeps other files there
+        Path(path).parent.rmdir()
+    except OSError:
+        pass
 
 
 class WarmServer:
