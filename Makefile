@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro queue readme verify test test-fast lint ui ui-shot bench preset estimate
+.PHONY: install repro queue readme verify decide test test-fast lint ui ui-shot bench preset estimate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ readme: repro
 # regenerate, then compare every table cell with reports/<profile>/ (largest difference per metric)
 verify: repro
 	$(PY) -m pipeline.tools.verify
+
+# each claim's verdict, MDE and seeds to decide, and the next look of the plan (claims.looks)
+decide: repro
+	$(PY) -m pipeline.tools.decide
 
 bench: install
 	$(PY) benchmarks/il_overhead.py

@@ -16,7 +16,7 @@ from pipeline.core.config import load_params
 from pipeline.core.io import atomic_write_json
 from pipeline.core.prepared import PREPARED_DIR, load_prepared
 from pipeline.core.tracking import RUN_FILE, Tracker
-from pipeline.results.aggregate import write_all
+from pipeline.results.write import write_all
 
 RESULTS, TABLES, FIGURES = Path("results"), Path("results/tables"), Path("results/figures")
 

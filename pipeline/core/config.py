@@ -278,6 +278,23 @@ class TuneConfig(Section):
         return [*self.methods, *self.teacher_methods]
 
 
+def _ascending(value: list[int]) -> list[int]:
+    if value != sorted(set(value)):
+        raise ValueError("looks must be increasing seed counts, e.g. [5, 10, 20]")
+    return value
+
+
+class ClaimsConfig(Section):
+    """How the claims table decides (``pipeline/results/decide.py``, docs/claims.md)."""
+
+    margin: PositiveFloat = 1.0  # smallest top-1 difference of interest, in points
+    level: Probability = 0.95  # confidence of the verdicts, over all planned looks
+    # the seed counts at which the table is read (`make decide`); each look's intervals
+    # use level 1 - (1 - level) / K for K looks (Bonferroni), so looking again as
+    # planned keeps the overall false-positive rate at 1 - level
+    looks: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_ascending)] = [3]
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -301,6 +318,7 @@ class Params(Section):
     introspective: IntrospectiveConfig = IntrospectiveConfig()
     introspective_ablation: IntrospectiveAblationConfig = IntrospectiveAblationConfig()
     tune: TuneConfig = TuneConfig()
+    claims: ClaimsConfig = ClaimsConfig()
 
     @model_validator(mode="after")
     def _tunable_keys_exist(self) -> Params:

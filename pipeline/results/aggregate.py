@@ -2,10 +2,10 @@
 
 DVC outputs are the source of truth (they exist even when a stage was restored
 from the run-cache and no new MLflow run was made). Each table row is one
-method/variant: mean ± std over seeds, and the difference to CE *paired by seed*
-with a 95% t-interval. A seed whose run is missing or failed is listed as
-missing, never silently averaged; the paired difference uses only seeds both
-rows have.
+method/variant: mean ± std over seeds, and the difference to CE *paired by seed*,
+decided as the claims are (``pipeline/results/claims.py``). A seed whose run is
+missing or failed is listed as missing, never silently averaged; the paired
+difference uses only seeds both rows have.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from scipy import stats
 
 from pipeline.core.config import Params
 from pipeline.core.runs import RunSpec
-from pipeline.methods import REGISTRY, VARIANT_LABELS
+from pipeline.methods import REGISTRY
+from pipeline.results.decide import decide
 
 METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
 LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
@@ -152,35 +153,11 @@ def load_runs(lookup: Lookup, row: Row, seeds: Sequence[int]) -> dict[int, dict 
     return out
 
 
-def paired_ci(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of paired differences and its two-sided t-interval (nan bounds for n < 2)."""
-    d = np.asarray(diffs, dtype=float)
-    if len(d) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(d.mean())
-    if len(d) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return mean, mean - half, mean + half
-
-
-MIN_SEEDS_FOR_VERDICT = 3
-
-
-def verdict(low: float, high: float, n: int) -> str:
-    """Only an interval from at least 3 paired seeds supports a claim (with 2 seeds and
-    discrete accuracies a zero-spread pair gives a zero-width, meaningless interval)."""
-    if n < MIN_SEEDS_FOR_VERDICT:
-        return f"too few seeds ({n} < {MIN_SEEDS_FOR_VERDICT})"
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return "no clear difference"
-
-
-def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int]) -> pd.DataFrame:
-    """One row per table row; ``source`` is a results folder or a :data:`Lookup`."""
+def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int],
+              margin: float = 1.0, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per table row; ``source`` is a results folder or a :data:`Lookup`. The
+    difference to the reference row is decided as a claim is (``decide``: better, worse,
+    equivalent within ``margin``, or undecided) at the two-sided error rate ``alpha``."""
     results = file_lookup(source) if isinstance(source, Path) else source
     ce_runs = load_runs(results, table.reference, seeds)
     records = []
@@ -198,100 +175,13 @@ def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int]) -> pd.D
                 record[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         pairs = [done[s]["test_acc"] - ce_runs[s]["test_acc"]
                  for s in done if ce_runs.get(s) is not None]
-        mean, low, high = paired_ci(pairs)
+        found = decide(pairs, margin, alpha)
         is_ce = row == table.reference
-        record.update(d_acc_vs_ce=mean, d_acc_ci_low=low, d_acc_ci_high=high,
-                      paired_seeds=len(pairs),
-                      verdict="reference" if is_ce else verdict(low, high, len(pairs)))
+        record.update(d_acc_vs_ce=found.mean, d_acc_ci_low=found.low, d_acc_ci_high=found.high,
+                      paired_seeds=found.n, alpha=alpha,
+                      verdict="reference" if is_ce else found.label("better", "worse"))
         records.append(record)
     return pd.DataFrame.from_records(records)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """"``a`` vs ``b``" as the paper states it: ``paper`` is "better" (a > b), "similar"
-    (a ≈ b) or "" (beyond the paper: reported, not judged)."""
-
-    text: str
-    a: Row
-    b: Row
-    paper: str = "better"
-
-
-def claims(params: Params) -> list[tuple[str, Claim]]:
-    """``(recipe, claim)`` for every claim whose rows this params file runs: the method
-    comparisons with the default recipes and with the tuned ones, the component ablations
-    (T1, T4) with the default recipe."""
-    tuned = set(params.tune.all_methods) if params.tune.enabled else set()
-    methods = [("CE", "ce", "better"), ("LS", "label_smoothing", "better"),
-               ("CP", "confidence_penalty", "better"), ("KD", "kd", "similar"),
-               ("DML", "dml", "similar"), ("PS-KD", "ps_kd", ""), ("CS-KD", "cs_kd", ""),
-               ("online LS", "online_label_smoothing", ""), ("Tf-KD", "tf_kd_virtual", "")]
-    out: list[tuple[str, Claim]] = []
-    il = default_row("introspective", params)
-    for short, method, paper in methods:
-        other = default_row(method, params)
-        sign = ">" if paper == "better" else "≈" if paper == "similar" else "vs"
-        if il is not None and other is not None:
-            out.append(("default", Claim(f"IL {sign} {short}", il, other, paper)))
-        if {"introspective", method} <= tuned:
-            out.append(("tuned", Claim(f"IL {sign} {short}", Row("IL (tuned)", "tuned",
-                                                                 "introspective"),
-                                       Row(f"{short} (tuned)", "tuned", method), paper)))
-    for stage, method, variants in (("kd_ablation", "kd", params.kd_ablation.variants),
-                                    ("introspective", "introspective",
-                                     params.introspective_ablation.variants)):
-        short = REGISTRY[method].short
-        if "full" not in variants:
-            continue
-        for control in ("uniform_non_gt", "shuffled_non_gt"):
-            if control in variants:
-                out.append(("default", Claim(
-                    f"{short} full > {short} {VARIANT_LABELS[control]}",
-                    Row(f"{short} full", stage, "full"), Row(control, stage, control))))
-    return out
-
-
-def claim_rows(params: Params, source: Path | Lookup, seeds: Sequence[int]) -> pd.DataFrame:
-    """Each claim's paired top-1 difference (a - b) with its 95% t-interval and whether this
-    profile supports it."""
-    results = file_lookup(source) if isinstance(source, Path) else source
-    records = []
-    for recipe, claim in claims(params):
-        a, b = load_runs(results, claim.a, seeds), load_runs(results, claim.b, seeds)
-        pairs = [a[s]["test_acc"] - b[s]["test_acc"] for s in seeds
-                 if a.get(s) is not None and b.get(s) is not None]
-        mean, low, high = paired_ci(pairs)
-        found = verdict(low, high, len(pairs))
-        if found.startswith("too few"):
-            holds = "undecided"
-        elif claim.paper == "better":
-            holds = {"better": "yes", "worse": "no: the opposite"}.get(found, "not shown")
-        elif claim.paper == "similar":
-            holds = "consistent" if found == "no clear difference" else f"no: A {found}"
-        else:
-            holds = "—"
-        records.append({"claim": claim.text, "recipe": recipe, "paper": claim.paper or "—",
-                        "paired_seeds": len(pairs), "d_acc": mean, "d_acc_ci_low": low,
-                        "d_acc_ci_high": high, "verdict": found, "holds": holds})
-    return pd.DataFrame.from_records(records)
-
-
-def claims_markdown(df: pd.DataFrame) -> str:
-    lines = ["**Claims — each comparison paired by seed (top-1 of A minus B, 95% t-interval)**",
-             "", "| claim (A vs B) | recipe | seeds | Δ top-1 [95% CI] | verdict | paper | "
-             "holds here? |", "|---|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        delta = "n/a" if math.isnan(r["d_acc"]) else (
-            f"{r['d_acc']:+.2f}" if math.isnan(r["d_acc_ci_low"]) else
-            f"{r['d_acc']:+.2f} [{r['d_acc_ci_low']:+.2f}, {r['d_acc_ci_high']:+.2f}]")
-        paper = {"better": "A > B", "similar": "A ≈ B"}.get(r["paper"], "—")
-        lines.append(f"| {r['claim']} | {r['recipe']} | {r['paired_seeds']} | {delta} | "
-                     f"{r['verdict']} | {paper} | {r['holds']} |")
-    lines += ["", "\"not shown\": the interval includes 0 — this profile cannot tell the two "
-              "apart, which is not evidence that they are equal; \"consistent\" for an ≈ "
-              "claim means only that no difference was detected."]
-    return "\n".join(lines) + "\n"
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -306,8 +196,9 @@ def to_markdown(df: pd.DataFrame, title: str) -> str:
     digits = {"test_acc": 2, "test_top5": 2, "test_nll": 3, "test_ece": 3}
     reference = df.loc[df["verdict"] == "reference", "method"]
     ref = reference.iloc[0] if len(reference) else "CE"
-    header = ["method", "seeds", *[LABELS[k] for k in cols], f"Δ top-1 vs {ref} [95% CI]",
-              "verdict"]
+    level = 100 * (1 - float(df["alpha"].iloc[0])) if "alpha" in df else 95
+    header = ["method", "seeds", *[LABELS[k] for k in cols],
+              f"Δ top-1 vs {ref} [{level:.4g}% CI]", "verdict"]
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
     for _, r in df.iterrows():
@@ -406,71 +297,3 @@ def similarity_markdown(df: pd.DataFrame) -> str:
         std = values.std(ddof=1) if len(values) > 1 else 0.0
         lines.append(f"| {variant} | {len(values)} | {values.mean():.2f} ± {std:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path,
-              teacher_similarity: np.ndarray | None = None) -> list[Path]:
-    """Write every table (csv + md) and figure; return the written paths.
-
-    ``teacher_similarity``: the teacher's mean softmax per true class on the test split
-    (the stage computes it from ``models/teacher``), compared with IL's own similarity.
-    """
-    from pipeline.core.io import atomic_write_text
-    from pipeline.results.figures import accuracy_bars, accuracy_curves, reliability_diagrams
-    from pipeline.train.report import read_matrix, save_figure, similarity_heatmaps
-
-    seeds = params.seeds
-    written: list[Path] = []
-    all_tables = tables(params)
-    markdown = [teacher_line(results, all_tables[0].reference, seeds)]
-    for table in all_tables:
-        df = summarize(table, results, seeds)
-        csv, md = tables_dir / f"{table.key}.csv", tables_dir / f"{table.key}.md"
-        atomic_write_text(csv, df.to_csv(index=False))
-        text = to_markdown(df, table.title)
-        atomic_write_text(md, text)
-        markdown.append(text)
-        fig = figures_dir / f"{table.key}_accuracy.png"
-        save_figure(accuracy_bars(df, table.title), fig)
-        curves = figures_dir / f"{table.key}_curves.png"
-        save_figure(accuracy_curves({r.label: histories(results, r, seeds) for r in table.rows},
-                                    table.title + " — test accuracy per epoch"), curves)
-        written += [csv, md, fig, curves]
-    extra = (("claims", claim_rows(params, results, seeds), claims_markdown),
-             ("similarity_vs_teacher", similarity_rows(results, params, teacher_similarity),
-              similarity_markdown))
-    for name, df, render in extra:  # CSV + a section of all_tables.md, when it has rows
-        if not df.empty:
-            csv = tables_dir / f"{name}.csv"
-            atomic_write_text(csv, df.to_csv(index=False))
-            markdown.append(render(df))
-            written.append(csv)
-    all_md = tables_dir / "all_tables.md"
-    atomic_write_text(all_md, "\n".join(m for m in markdown if m))
-    written.append(all_md)
-
-    candidates = [r for r in (CE_ROW, default_row("label_smoothing", params),
-                              default_row("kd", params), default_row("introspective", params))
-                  if r is not None]
-    bins = {r.label: b for r in candidates if (b := pooled_reliability(results, r, seeds))}
-    if bins:
-        path = figures_dir / "reliability.png"
-        save_figure(reliability_diagrams(bins), path)
-        written.append(path)
-
-    il_files = [results / RunSpec.of("introspective", "full", s).relative
-                for s in seeds]
-    il = [read_matrix(f / "similarity.csv") for f in il_files if (f / "similarity.csv").is_file()]
-    if il:
-        from pipeline.methods.analysis import off_diagonal
-
-        il_mean = np.mean(il, axis=0)
-        rho = None
-        if teacher_similarity is not None:
-            rho = float(stats.spearmanr(off_diagonal(il_mean),
-                                        off_diagonal(teacher_similarity)).statistic)
-        classes = [str(c) for c in pd.read_csv(il_files[0] / "similarity.csv", index_col=0).columns]
-        path = figures_dir / "similarity_il_vs_teacher.png"
-        save_figure(similarity_heatmaps(il_mean, teacher_similarity, classes, rho), path)
-        written.append(path)
-    return written
