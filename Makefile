@@ -5,17 +5,25 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro queue readme verify decide test test-fast lint ui ui-shot bench preset estimate
+.PHONY: install lock repro queue readme verify decide test test-fast lint ui ui-shot bench preset estimate
 
-$(VENV)/.installed: pyproject.toml
+# every package at the version requirements.lock pins (the environment the committed
+# results came from), then this project itself
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	# torch first, pinned, so pip takes the local wheels and not a multi-GB download
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	$(VENV)/bin/dvc config --local core.analytics false 2>/dev/null || true
 	touch $@
 
 install: $(VENV)/.installed
+
+# re-resolve requirements.lock from pyproject.toml's ranges and requirements.in's pins
+lock: install
+	$(PY) -m pip install -q pip-tools
+	rm -f requirements.lock
+	$(VENV)/bin/pip-compile --quiet --no-strip-extras --no-emit-index-url --no-emit-find-links \
+	    --extra test --extra server --extra cluster -o requirements.lock pyproject.toml requirements.in
 
 # make repro J=2: N workers over DVC's graph (pipeline/tools/parallel.py); J=1 is plain
 # `dvc repro`. Either way stage processes start warm (pipeline/tools/warm.py).

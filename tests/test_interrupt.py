@@ -275,3 +275,29 @@ def test_ctrl_c_sigterm_and_sigkill_at_several_points_lose_no_record(tmp_path, b
     assert "aggregate" in _started(out)
     _records_intact(root)
     assert dvc(root, "status", "--json").stdout.strip() == "{}"
+
+
+def test_an_untested_dvc_falls_back_to_plain_dvc_repro(tmp_path, monkeypatch, capsys):
+    """The runner uses DVC's internals: with a DVC version it was not tested with it says
+    so in one line and runs DVC's own `dvc repro` (which still records every stage)."""
+    import importlib.metadata
+
+    from pipeline.tools import parallel
+
+    root = tmp_path / "toy"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    (root / "dvc.yaml").write_text("stages:\n  one:\n    cmd: echo hi > out\n    outs: [out]\n")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "9.1.0" if name == "dvc" else real(name))
+    monkeypatch.chdir(root)
+    assert parallel.untested_dvc() == "9.1.0"
+    assert parallel.run([], 2, []) == 0
+    assert "DVC 9.1.0 is not a version this runner was tested with" in capsys.readouterr().err
+    assert (root / "out").read_text() == "hi\n" and (root / "dvc.lock").is_file()
+    with pytest.raises(ConfigError, match="DVC 9.1.0"):
+        parallel.run([], 1, [], dry=True)
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    assert parallel.untested_dvc() is None  # the installed one is tested

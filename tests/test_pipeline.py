@@ -154,10 +154,11 @@ def test_mlflow_runs_table_columns_and_tree(project):
 
     # one parent per group, seeds as children, parent metrics = the children's mean
     parents = [r for r in _runs(root) if r.data.tags.get("ilkd_role") == "parent"]
-    names = sorted(p.info.run_name for p in parents)
-    assert names == sorted({r.data.tags["ilkd_group"] for r in runs.values()
-                            if r.data.tags.get("stage") not in ("teacher", "aggregate")})
-    ce = [p for p in parents if p.info.run_name == "baselines@ce"][0]
+    groups = sorted(p.data.tags["ilkd_group"] for p in parents)  # one configuration each
+    assert groups == sorted({r.data.tags["ilkd_group"] for r in runs.values()
+                             if r.data.tags.get("stage") not in ("teacher", "aggregate")})
+    assert all(p.info.run_name.startswith(p.data.tags["ilkd_group"]) for p in parents)
+    ce = [p for p in parents if p.data.tags["ilkd_group"] == "baselines@ce"][0]
     assert runs["baselines@ce-0"].data.tags["mlflow.parentRunId"] == ce.info.run_id
     expected = json.loads((root / "results/baselines/ce-0/metrics.json").read_text())
     assert ce.data.metrics["test_acc_mean"] == pytest.approx(expected["test_acc"])

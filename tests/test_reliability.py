@@ -166,7 +166,8 @@ def test_four_concurrent_stage_processes_lose_nothing(tmp_path, base_raw, migrat
     assert sorted(r.info.run_name for r in runs) == sorted(f"baselines@{m}-{s}" for m, s in jobs)
     # seeds finishing at the same time still share exactly one parent run per method, whose
     # metrics are the mean over its children's metrics.json
-    parents = {r.info.run_name: r for r in every if r.data.tags.get("ilkd_role") == "parent"}
+    parents = {r.data.tags["ilkd_group"]: r for r in every
+               if r.data.tags.get("ilkd_role") == "parent"}
     assert sorted(parents) == ["baselines@ce", "baselines@confidence_penalty",
                                "baselines@label_smoothing"]
     ce_parent = parents["baselines@ce"]

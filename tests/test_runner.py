@@ -143,3 +143,71 @@ def test_rerun_after_a_code_change_retrains(workdir, mlflow_uri, monkeypatch, ca
     assert second["run_id"] != first["run_id"]  # a new run that trained every epoch
     steps = MlflowClient(mlflow_uri).get_metric_history(second["run_id"], "train_loss")
     assert sorted(m.step for m in steps) == [1, 2]
+
+
+def _digests(root, spec: RunSpec) -> dict:
+    import hashlib
+
+    files = [p for kind in ("results", "models") for p in (root / spec.folder(kind)).rglob("*")
+             if p.is_file() and p.name != "mlflow_run.json"]
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_a_retrain_from_scratch_writes_identical_outputs(workdir):
+    """Every DVC output but the MLflow run pointer is a function of code, data, params and
+    seed: no wall time in history.csv, no run id in model.pt (an identical rerun leaves
+    `git diff dvc.lock` empty)."""
+    import shutil
+
+    root, params = workdir
+    specs = [RunSpec("teacher", "ce", seed=0), RunSpec("baselines", "ce", seed=0),
+             RunSpec("introspective", "introspective", "full", seed=0)]
+    first = {}
+    for spec in specs:
+        run(spec, params, root)
+        first.update(_digests(root, spec))
+    assert any(name.endswith("model.pt") for name in first)
+    assert "epoch_time_s" not in (root / "results/baselines/ce-0/history.csv").read_text()
+    shutil.rmtree(root / "checkpoints")  # retrain from scratch, not resume
+    second = {}
+    for spec in specs:
+        run(spec, params, root)
+        second.update(_digests(root, spec))
+    assert second == first
+
+
+def test_an_ablation_gets_its_own_mlflow_parent(workdir, tiny, mlflow_uri):
+    """Edit a knob, rerun, restore the edit, rerun: two parents, each summarising only its
+    own configuration's seeds; the identical rerun adds no third parent."""
+    import copy
+    import shutil
+
+    from .conftest import REPO
+
+    root, params = workdir
+    shutil.copytree(REPO / "presets", root / "presets")  # what the descriptions compare with
+    edited = copy.deepcopy(tiny)
+    edited["student"]["train"]["weight_decay"] = 0.0004
+    accs: dict[float, list[float]] = {}
+    for current in (params, parse_params(edited), params):
+        shutil.rmtree(root / "checkpoints", ignore_errors=True)
+        wd = current.student.train.weight_decay
+        accs[wd] = [run(RunSpec("baselines", "ce", seed=s), current, root)["test_acc"]
+                    for s in (0, 1)]
+    client = MlflowClient(mlflow_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(experiments, "tags.ilkd_role = 'parent'")
+    assert len(parents) == 2
+    by_name = {p.info.run_name: p for p in parents}
+    (ablation,) = [n for n, p in by_name.items()
+                   if "train.weight_decay=0.0004" in p.data.tags["mlflow.note.content"]]
+    (default,) = [n for n in by_name if n != ablation]
+    assert "weight_decay" not in default and default.startswith("baselines@ce [")
+    assert "progress" not in default  # what does not change results is not a difference
+    for name, wd in ((default, params.student.train.weight_decay), (ablation, 0.0004)):
+        parent = by_name[name]
+        assert parent.data.metrics["test_acc_mean"] == pytest.approx(sum(accs[wd]) / 2)
+        assert parent.data.metrics["seeds"] == 2
+        children = client.search_runs(experiments, (
+            f"tags.mlflow.parentRunId = '{parent.info.run_id}'"))
+        assert {c.data.params["train.weight_decay"] for c in children} == {str(wd)}

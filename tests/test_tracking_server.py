@@ -172,7 +172,7 @@ def test_stage_logs_to_a_postgres_backed_tracking_server(tmp_path, base_raw, mig
     assert version.run_id == run_id
     parents = client.search_runs([run.info.experiment_id],
                                  filter_string="tags.ilkd_role = 'parent'")
-    assert [p.info.run_name for p in parents] == ["baselines@ce"]
+    assert [p.data.tags["ilkd_group"] for p in parents] == ["baselines@ce"]
     children = client.search_runs([run.info.experiment_id], filter_string=(
         f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'"))
     assert sorted(c.info.run_name for c in children) == ["baselines@ce-0", "baselines@ce-1"]

@@ -199,11 +199,8 @@ def build_model(name: str, num_classes: int, in_channels: int, width: float = 1.
 
 
 def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
-                 expected: ModelConfig, with_run: bool = False) -> Any:
-    """Load the frozen teacher, checking it was trained on this data with this arch.
-
-    ``with_run``: also return the MLflow run id that trained it (None if unknown).
-    """
+                 expected: ModelConfig) -> Any:
+    """Load the frozen teacher, checking it was trained on this data with this arch."""
     if not path.is_file():
         raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` first")
     try:
@@ -220,7 +217,7 @@ def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
         raise CheckpointError(f"{path}: teacher was trained on other data; rerun `dvc repro teacher`")
     model = build_model(meta["arch"], num_classes, in_channels, meta["width"])
     model.load_state_dict(saved["state_dict"]["student"])
-    return (model, meta.get("mlflow_run_id")) if with_run else model
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

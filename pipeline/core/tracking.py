@@ -311,27 +311,34 @@ class Tracker:
 
 
 def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
-                  name: str, metrics: dict[str, float]) -> str:
-    """Make ``child_id`` a child of the group's one parent run, holding mean and std over the
-    group's finished children of every final metric; return the parent's id.
+                  name: str, metrics: dict[str, float], config: str = "",
+                  description: str = "") -> str:
+    """Make ``child_id`` a child of its configuration's one parent run, holding mean and
+    std over that configuration's finished children of every final metric; return the
+    parent's id.
 
-    Idempotent and safe with concurrent seeds: each seed creates a parent only if it finds
-    none, then every seed adopts the oldest parent of the group and deletes any younger
-    duplicate, so racing seeds converge on one. Metrics are logged at step = number of
-    children, so the most complete summary is the one MLflow shows.
+    A parent is keyed by the group (stage, method/variant) *and* ``config``, the fingerprint
+    of what its seeds share (params read, data, teacher): an ablation gets a parent of its
+    own, and a summary never mixes two configurations. Idempotent and safe with concurrent
+    seeds: each seed creates a parent only if it finds none, then every seed adopts the
+    oldest parent and deletes any younger duplicate, so racing seeds converge on one.
+    Metrics are logged at step = number of children, so the most complete summary is the
+    one MLflow shows.
     """
     import numpy as np
     from mlflow.entities import Metric
 
+    same = f"tags.ilkd_group = '{group}' and tags.ilkd_config = '{config}'"
+
     def parents() -> list:
         found = client.search_runs([experiment_id], filter_string=(
-            f"tags.ilkd_group = '{group}' and tags.ilkd_role = '{PARENT_ROLE}'"))
+            f"{same} and tags.ilkd_role = '{PARENT_ROLE}'"))
         return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
 
     if not parents():
         client.create_run(experiment_id, run_name=name, tags={
-            "ilkd_group": group, "ilkd_role": PARENT_ROLE,
-            "mlflow.note.content": f"{name}: mean and std over seeds (expand for the seeds)"})
+            "ilkd_group": group, "ilkd_config": config, "ilkd_role": PARENT_ROLE,
+            "mlflow.note.content": description or f"{name}: mean and std over seeds"})
     parent, *duplicates = parents()
     for extra in duplicates:
         try:
@@ -342,8 +349,7 @@ def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
     if "mlflow.source.name" not in parent.data.tags:
         _inherit_source(client, child_id, parent.info.run_id)
     children = client.search_runs([experiment_id], filter_string=(
-        f"tags.ilkd_group = '{group}' and tags.ilkd_role = '{CHILD_ROLE}' "
-        "and attributes.status = 'FINISHED'"))
+        f"{same} and tags.ilkd_role = '{CHILD_ROLE}' and attributes.status = 'FINISHED'"))
     latest: dict[str, Any] = {}
     for run in sorted(children, key=lambda r: r.info.start_time):
         latest[run.data.tags.get("seed", run.info.run_id)] = run  # a rerun replaces its seed

@@ -54,6 +54,9 @@ from pipeline.tools.guard import die_with_parent
 from pipeline.tools.report import lock_files
 from pipeline.tools.warm import WarmServer
 
+# DVC versions whose internals this runner uses (repo.index.graph, stage.changed(), the
+# wording of its log lines) were tested with: major.minor
+TESTED_DVC = ("3.67",)
 LOG_DIR = Path(".dvc/tmp/parallel")
 DVC = [sys.executable, "-m", "dvc"]
 GUARD = [sys.executable, "-m", "pipeline.tools.guard", "--"]
@@ -456,11 +459,29 @@ class RunnerLock:
         self.handle.close()  # closing releases the lock; a killed runner's is released too
 
 
+def untested_dvc() -> str | None:
+    """The installed DVC's version when this runner was not tested with it, else None."""
+    from importlib.metadata import version
+
+    found = version("dvc")
+    return None if ".".join(found.split(".")[:2]) in TESTED_DVC else found
+
+
 def run(targets: list[str], workers: int, gpus: list[str], force: bool = False,
         dry: bool = False, cluster: str | None = None, repo: str | None = None,
         warm: bool = True, batch: int = 4) -> int:
+    other = untested_dvc()
+    if other and (dry or cluster):
+        raise ConfigError(f"DVC {other}: this runner drives DVC's internals and was tested "
+                          f"with DVC {', '.join(TESTED_DVC)} only (requirements.lock pins it)")
     if dry:
         return _print_plan(make_plan(targets, force))
+    if other:
+        print(f"[parallel] DVC {other} is not a version this runner was tested with "
+              f"({', '.join(TESTED_DVC)}; `make install` installs it): running plain "
+              "`dvc repro` instead, one stage at a time", file=sys.stderr, flush=True)
+        with RunnerLock(), Interrupts() as stop:
+            return _dvc_repro(Plan({}, targets=list(targets)), force, None, stop)
     with RunnerLock(), Interrupts() as stop:
         # the warm server imports for several seconds: it starts first, so that DVC's
         # planning and the MLflow store's creation happen meanwhile; a no-op run stops it

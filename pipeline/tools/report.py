@@ -50,6 +50,23 @@ def metric_md5s(root: Path = Path()) -> dict[str, str]:
             for o in stage.get("outs", []) if o["path"].endswith("metrics.json")}
 
 
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "statsmodels", "pandas", "dvc", "mlflow")
+
+
+def installed_versions() -> dict[str, str]:
+    """The versions of the packages that decide the numbers (``requirements.lock`` pins
+    them all; these are the ones a reader checks first)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True,
@@ -79,7 +96,8 @@ def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
                   "code_changed_since_commit": bool(_git("status", "--porcelain", "--", *CODE)),
                   "dataset": meta["dataset"], "dataset_sha256": meta["sha256"],
                   "sizes": meta["sizes"], "machine": platform.machine(),
-                  "processor": platform.processor() or "", "python": platform.python_version()}
+                  "processor": platform.processor() or "", "python": platform.python_version(),
+                  "versions": installed_versions()}
     (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

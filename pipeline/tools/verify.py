@@ -24,7 +24,11 @@ from pipeline.tools.report import REPORTS, TABLES, profile_of
 
 # largest difference still "within seed noise", by column prefix (table units)
 TOLERANCES = {"test_acc": 2.0, "test_top5": 1.0, "d_acc": 2.0, "test_nll": 0.1,
-              "test_ece": 0.03, "rank_corr": 0.15}
+              "test_ece": 0.03, "rank_corr": 0.15, "sd_diff": 2.0, "eq_ci": 2.0, "mde": 4.0}
+# derived from the columns above, not compared on their own (a p-value moves a lot with
+# a small shift of a mean); verdict words are not keys either, they may change with it
+DERIVED = {"p", "p_holm", "seeds_to_decide"}
+WORDS = {"verdict", "missing_seeds", "holds", "survives_holm"}
 
 
 def tolerance(column: str) -> float:
@@ -44,13 +48,14 @@ def compare(reference: Path, fresh: Path, scale: float = 1.0) -> tuple[list[dict
             continue
         ref, new = pd.read_csv(ref_path), pd.read_csv(new_path)
         keys = [c for c in ref.columns if not pd.api.types.is_numeric_dtype(ref[c])
-                and c in new.columns and c not in ("verdict", "missing_seeds")]
+                and c in new.columns and c not in WORDS]
         if "seed" in ref.columns:
             keys.append("seed")
         merged = ref.merge(new, on=keys, how="left", suffixes=("_ref", "_new"), indicator=True)
         for _, row in merged[merged["_merge"] != "both"].iterrows():
             problems.append(f"{new_path}: no row {dict(row[keys])}")
-        numeric = [c for c in ref.columns if c not in keys and pd.api.types.is_numeric_dtype(ref[c])]
+        numeric = [c for c in ref.columns if c not in keys and c not in DERIVED
+                   and pd.api.types.is_numeric_dtype(ref[c])]
         for column in numeric:
             diff = (merged[f"{column}_new"] - merged[f"{column}_ref"]).abs()
             if diff.isna().all():
@@ -64,6 +69,25 @@ def compare(reference: Path, fresh: Path, scale: float = 1.0) -> tuple[list[dict
     return rows, problems
 
 
+def version_changes(provenance: Path) -> list[str]:
+    """The packages whose installed version differs from the one the reference ran with
+    (``versions`` in its provenance, from ``requirements.lock``'s environment)."""
+    import json
+
+    from pipeline.tools.report import installed_versions
+
+    try:
+        recorded = json.loads(provenance.read_text()).get("versions", {})
+    except (OSError, ValueError):
+        return [f"{provenance}: unreadable; package versions not compared"]
+    if not recorded:
+        return [f"{provenance}: no package versions recorded (an older report)"]
+    now = installed_versions()
+    return [f"{name} {now.get(name, 'not installed')} here, {version} in the reference: "
+            "differences beyond the last bits are expected" for name, version in recorded.items()
+            if now.get(name) != version]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reference", type=Path, default=None,
@@ -75,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {reference}/tables not found: no committed results for this profile",
               file=sys.stderr)
         return 2
+    for line in version_changes(reference / "provenance.json"):
+        print(f"[verify] {line}")
     rows, problems = compare(reference, TABLES, args.scale)
     if not rows and not problems:
         print(f"error: nothing to compare in {reference}/tables", file=sys.stderr)

@@ -10,6 +10,7 @@ are relative to ``root`` (the repo, where DVC runs the stage).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,11 @@ from pipeline.methods import REGISTRY, Teacher, build_method
 from pipeline.methods.base import Method
 from pipeline.train import distributed, engine
 from pipeline.train.report import save_figure, training_curves, write_matrix
+from pipeline.train.tune import tuned_params
 
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
+WALL_CLOCK = {"epoch_time_s"}  # logged to MLflow only (history.csv must not vary run to run)
+COSMETIC = {"runtime.progress"}  # knobs that change no result
 VARIANT_NOTES = {
     "full": "", "uniform_non_gt": "control: uniform non-GT mass (class similarity removed)",
     "shuffled_non_gt": "control: shuffled non-GT mass (class similarity destroyed)",
@@ -50,6 +54,7 @@ class Setup:
     checkpoint: engine.Checkpoint
     resume: dict[str, Any] | None
     teacher_run: str | None  # the MLflow run of the teacher a KD run distils
+    config: str  # fingerprint of what the seeds of one MLflow parent share
 
     def path(self, kind: str) -> Path:
         return self.root / self.spec.folder(kind)
@@ -64,22 +69,75 @@ def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
                             (params.student.model, params.student.train))
     teacher, teacher_sha, teacher_run = None, None, None
     if REGISTRY[spec.method].teacher is Teacher.REQUIRED:
-        teacher, teacher_run = load_teacher(root / TEACHER_FILE, prepared.meta["sha256"],
-                                            prepared.num_classes, prepared.in_channels,
-                                            params.teacher.model, with_run=True)
+        teacher = load_teacher(root / TEACHER_FILE, prepared.meta["sha256"],
+                               prepared.num_classes, prepared.in_channels, params.teacher.model)
+        teacher_run = _run_id(root / RunSpec("teacher", "ce").folder() / RUN_FILE)
         teacher_sha = hashlib.sha256((root / TEACHER_FILE).read_bytes()).hexdigest()
     engine.seed_everything(spec.seed)
     method = build_method(spec.method, params, lambda: build_model(
         model_cfg.arch, prepared.num_classes, prepared.in_channels, model_cfg.width),
         teacher, spec.variant)
-    sections = {"data": params.data, "runtime": params.runtime, "model": model_cfg,
-                "train": train_cfg, spec.method: getattr(params, spec.method)}
-    logged = {k: v.model_dump(mode="json") for k, v in sections.items()}
+    logged = read_sections(params, spec)
     run_hash = fingerprint(logged, spec.__dict__, prepared.meta["sha256"], teacher_sha,
                            code_fingerprint())
+    # what the seeds of one MLflow parent share: an ablation (another value of a knob this
+    # run reads, other data or another teacher) gets a parent of its own
+    config = fingerprint(logged, {k: v for k, v in spec.__dict__.items() if k != "seed"},
+                         prepared.meta["sha256"], teacher_sha)
     checkpoint = engine.Checkpoint(root / spec.folder("checkpoints") / "last.pt", run_hash)
     return Setup(spec, params, root, prepared, model_cfg, train_cfg, method, logged,
-                 checkpoint, checkpoint.load(), teacher_run)
+                 checkpoint, checkpoint.load(), teacher_run, config)
+
+
+def read_sections(params: Params, spec: RunSpec) -> dict[str, Any]:
+    """The params sections a run reads, as plain data (its MLflow params)."""
+    role = params.teacher if spec.stage == "teacher" else params.student
+    sections = {"data": params.data, "runtime": params.runtime, "model": role.model,
+                "train": role.train, spec.method: getattr(params, spec.method)}
+    return {k: v.model_dump(mode="json") for k, v in sections.items()}
+
+
+def changes_from_preset(s: Setup) -> dict[str, Any] | None:
+    """The knobs this run reads whose values differ from its profile's preset
+    (``presets/<profile>.yaml``; a tuned run's preset carries the selected recipe), as
+    ``{"student.train.weight_decay": 0.0004, ...}``; None when the profile has no preset."""
+    from pipeline.tools.presets import load_preset
+
+    try:
+        preset = load_preset(s.params.profile)
+        if s.spec.stage == "tuned":
+            preset = tuned_params(preset, s.spec.method)
+    except (ConfigError, OSError):
+        return None
+    mine, base = flatten(s.logged), flatten(read_sections(preset, s.spec))
+    return {k: v for k, v in sorted(mine.items()) if base.get(k) != v and k not in COSMETIC}
+
+
+def parent_name_and_note(s: Setup) -> tuple[str, str]:
+    """The MLflow parent's name (its group, plus what differs from the preset) and
+    description."""
+    group = s.spec.group_name
+    changed = changes_from_preset(s)
+    if changed is None:
+        return group, (f"{group}: mean and std over seeds (profile '{s.params.profile}' has "
+                       f"no preset to compare with; configuration {s.config})")
+    if not changed:
+        return group, (f"{group}: mean and std over seeds, at the {s.params.profile} preset's "
+                       f"values (configuration {s.config})")
+    listed = ", ".join(f"{k}={v}" for k, v in changed.items())
+    name = f"{group} [{listed}]"
+    if len(name) > 200:
+        name = f"{name[:190]}… {s.config[:8]}]"
+    return name, (f"{group}: mean and std over seeds, with {listed} (the "
+                  f"{s.params.profile} preset differs; configuration {s.config})")
+
+
+def _run_id(run_file: Path) -> str | None:
+    """The MLflow run recorded in a stage's ``mlflow_run.json`` (None when absent)."""
+    try:
+        return json.loads(run_file.read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 CODE_DIRS = ("pipeline/core", "pipeline/methods", "pipeline/train", "stages")
@@ -119,8 +177,9 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
             metrics.update(write_report(s, data, tracker, metrics["epochs"]))
             write_outputs(s, data, history, metrics, tracker, accel)
     if rank == 0 and spec.stage != "teacher":
+        name, note = parent_name_and_note(s)
         update_parent(tracker.client, tracker.experiment_id, tracker.run_id, spec.group_name,
-                      spec.group_name, metrics)
+                      name, metrics, s.config, note)
     distributed.cleanup()
     return metrics
 
@@ -134,7 +193,8 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
             "seed": str(spec.seed), "instance": spec.run_name,
             "params_hash": s.checkpoint.fingerprint, "profile": s.params.profile,
             "dataset": s.prepared.meta["dataset"], "device": device.type,
-            "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": "seed"}
+            "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": "seed",
+            "ilkd_config": s.config}
     tracker = Tracker(f"ilkd-{s.params.profile}-{s.prepared.meta['dataset']}", spec.run_name,
                       tags, {**flatten(s.logged), "seed": spec.seed},
                       run_id=(s.resume or {}).get("extra", {}).get("run_id"),
@@ -208,15 +268,18 @@ def write_outputs(s: Setup, data: engine.DeviceData, history: list[dict[str, flo
         "state_dict": {k: m.state_dict() for k, m in method.models.items()},
         "meta": {"arch": s.model_cfg.arch, "width": s.model_cfg.width,
                  "data_sha256": s.prepared.meta["sha256"], "method": spec.method,
-                 "variant": spec.variant, "seed": spec.seed, "mlflow_run_id": tracker.run_id},
-    })
-    atomic_write_csv(results / "history.csv", history)
+                 "variant": spec.variant, "seed": spec.seed},
+    })  # no run id, no wall time: every DVC output but mlflow_run.json is a pure function of
+    # code, data, params and seed, so `git diff dvc.lock` shows only results that changed
+    atomic_write_csv(results / "history.csv",
+                     [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in history])
     model = next(iter(method.evaluated().values()))  # DML: peer0
     logits = engine.predict(model, data, "test", 1024, accel)
     atomic_write_json(results / "reliability.json",
                       reliability_bins(logits.softmax(1), data.y["test"]))
     save_figure(training_curves(history, spec.run_name), results / "curves.png")
-    atomic_write_json(results / RUN_FILE, {**tracker.describe(), "run_name": spec.run_name})
+    atomic_write_json(results / RUN_FILE, {**tracker.describe(), "run_name": spec.run_name,
+                                           "config": s.config})  # the UI's ilkd_config tag
     atomic_write_json(results / "metrics.json", metrics)
     for name in ("metrics.json", "history.csv", "curves.png", "reliability.json"):
         tracker.log_artifact(results / name)
