@@ -39,7 +39,8 @@ queue: install
 	$(PY) -c "from pipeline.tools.parallel import prepare_tracking_store as p; p()"
 	dvc queue start -j $(J)
 
-# commit this profile's tables (reports/<profile>/) and splice them into README.md
+# commit this profile's tables (reports/<profile>/) and splice them into docs/results.md
+# and the README's claims table
 readme: repro
 	$(PY) -m pipeline.tools.report
 	$(PY) -m pipeline.tools.readme

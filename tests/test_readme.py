@@ -30,19 +30,27 @@ def _report(folder, profile, acc):
 
 
 def test_readme_splices_each_profile_into_its_own_block(tmp_path):
-    from pipeline.tools.readme import BLOCKS, main
+    from pipeline.tools.readme import BLOCKS, CLAIMS, main
 
     _report(tmp_path / "reports", "quick", 98.5)
-    _report(tmp_path / "reports", "cifar10-cpu", 55.25)
+    cifar_report = _report(tmp_path / "reports", "cifar10-cpu", 55.25)
+    (cifar_report / "all_tables.md").write_text(
+        "| CE | 55.25 |\n\n**Claims — paired**\n\n| IL > CE | x |\n\nrules\n\n"
+        "**IL's class similarity vs the teacher's**\n\n| full | 0.8 |\n")
     start, end = BLOCKS["cifar10-cpu"]
+    results = tmp_path / "results.md"
+    results.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n")
     readme = tmp_path / "README.md"
-    readme.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n")
-    main(readme, tmp_path / "reports")
-    text = readme.read_text()
+    readme.write_text(f"intro\n{CLAIMS[1]}\nold\n{CLAIMS[2]}\nend\n")
+    main(readme, tmp_path / "reports", results)
+    text = results.read_text()
     quick, cifar = text.split(START)[1].split(END)[0], text.split(start)[1].split(end)[0]
     assert "| CE | 98.5 |" in quick and "55.25" not in quick
     assert "| CE | 55.25 |" in cifar and "commit `0123456789`" in cifar
     assert "3000 train / 1000 val / 10000 test" in cifar
+    claims = readme.read_text().split(CLAIMS[1])[1].split(CLAIMS[2])[0]
+    assert "| IL > CE | x |" in claims and "rules" in claims
+    assert "class similarity" not in claims and "55.25" not in claims
 
 
 def test_verify_reports_the_largest_difference_per_metric(tmp_path):

@@ -70,7 +70,7 @@ def default_row(method: str, params: Params) -> Row | None:
 
 
 def tables(params: Params) -> list[Table]:
-    """T1-T4 (README, "Tables"), restricted to what ``params.yaml`` configures to run."""
+    """T1-T4 (docs/pipeline.md), restricted to what ``params.yaml`` configures to run."""
     tuned = set(params.tune.all_methods) if params.tune.enabled else set()
 
     def b(method: str) -> list[Row]:

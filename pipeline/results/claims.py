@@ -151,7 +151,7 @@ def _needed(row: pd.Series) -> str:
 
 
 def claims_markdown(df: pd.DataFrame, looks: Sequence[int] = ()) -> str:
-    """The claims table and the rules it follows, for ``all_tables.md`` and the README."""
+    """The claims table and the rules it follows, for ``all_tables.md`` (and so the docs)."""
     alpha, margin = float(df["alpha"].iloc[0]), float(df["margin"].iloc[0])
     level = 1 - alpha
     n = int(df["paired_seeds"].max())

@@ -1,10 +1,11 @@
-"""Copy the committed tables into README.md between markers (never typed by hand).
+"""Copy the committed tables into the docs and the README between markers (never typed).
 
     python -m pipeline.tools.readme        # `make readme`: dvc repro, report, then this
 
 Each profile that has a ``reports/<profile>/`` folder (``python -m pipeline.tools.report``)
-fills its own block: the quick profile's smoke tables and the CIFAR-10 CPU profile's results
-on real images, with its main figures and where its numbers come from.
+fills its own block of ``docs/results.md``: the quick profile's smoke tables and the CIFAR-10
+CPU profile's results on real images, with its main figures and where its numbers come from.
+The README gets the real-image claims table (``CLAIMS``), the project's answer in one table.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from pipeline.tools.report import REPORTS
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# profile -> README markers; the quick profile keeps the original ones
+# profile -> markers in docs/results.md; the quick profile keeps the original ones
 BLOCKS = {"quick": (START, END),
           "cifar10-cpu": ("<!-- cifar10-cpu:start -->", "<!-- cifar10-cpu:end -->")}
+CLAIMS = ("cifar10-cpu", "<!-- claims:start -->", "<!-- claims:end -->")  # in README.md
+RESULTS = Path("docs/results.md")
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),
@@ -33,8 +36,9 @@ def splice(readme: str, block: str, start: str = START, end: str = END) -> str:
     return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
-def block(folder: Path) -> str:
-    """The tables of one report, preceded (beyond the quick profile) by provenance and figures."""
+def block(folder: Path, link: str = "") -> str:
+    """The tables of one report, preceded (beyond the quick profile) by provenance and
+    figures; ``link`` prefixes the figures' paths (``../`` from ``docs/``)."""
     text = (folder / "all_tables.md").read_text()
     if folder.name == "quick":
         return text
@@ -45,22 +49,37 @@ def block(folder: Path) -> str:
              f"{sizes['test']} test images; {prov['machine']} CPU, Python {prov['python']}).", ""]
     figures = [(name, title) for name, title in FIGURES if (folder / "figures" / name).is_file()]
     if figures:
-        lines += [" ".join(f"![{title}]({folder}/figures/{name})" for name, title in figures), ""]
+        lines += [" ".join(f"![{title}]({link}{folder}/figures/{name})"
+                           for name, title in figures), ""]
     return "\n".join(lines) + text
 
 
-def main(readme: Path = Path("README.md"), reports: Path = REPORTS) -> None:
-    text, done = readme.read_text(), []
+def claims_table(folder: Path) -> str:
+    """The claims section of a report's ``all_tables.md``: its table and the rules under it."""
+    text = (folder / "all_tables.md").read_text()
+    if "**Claims" not in text:
+        raise ValueError(f"{folder}/all_tables.md has no claims table")
+    claims = text[text.index("**Claims"):]
+    end = claims.find("\n**", 2)  # the next section (IL's class similarity)
+    return claims if end < 0 else claims[:end + 1]
+
+
+def main(readme: Path = Path("README.md"), reports: Path = REPORTS,
+         results: Path = RESULTS) -> None:
+    text, done = results.read_text(), []
     for profile, (start, end) in BLOCKS.items():
         folder = reports / profile
         if (folder / "all_tables.md").is_file():
-            text = splice(text, block(folder), start, end)
+            text = splice(text, block(folder, "../"), start, end)
             done.append(str(folder))
     if not done:
         sys.exit(f"error: no {reports}/<profile>/all_tables.md; run `make readme` "
                  "(dvc repro, then python -m pipeline.tools.report)")
-    readme.write_text(text)
-    print(f"[ilkd] {readme}: results sections updated from {', '.join(done)}")
+    results.write_text(text)
+    profile, start, end = CLAIMS
+    if (reports / profile / "all_tables.md").is_file():
+        readme.write_text(splice(readme.read_text(), claims_table(reports / profile), start, end))
+    print(f"[ilkd] {results} and {readme}: results updated from {', '.join(done)}")
 
 
 if __name__ == "__main__":

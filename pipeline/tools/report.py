@@ -5,8 +5,8 @@
 ``results/`` holds DVC outputs (their hashes are in ``dvc.lock``, their bytes in DVC's
 cache); ``reports/<profile>/`` is the small, reviewed copy that git keeps for every profile
 that was run, with the params, the lock files (``dvc.lock``, ``dag/*/dvc.lock``: the md5 of
-every output) and the commit that produced it. ``make readme`` splices the README from it
-and ``make verify`` compares a fresh regeneration against it.
+every output) and the commit that produced it. ``make readme`` splices docs/results.md and
+the README from it and ``make verify`` compares a fresh regeneration against it.
 """
 
 from __future__ import annotations
