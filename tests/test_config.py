@@ -111,3 +111,19 @@ def test_flatten_and_fingerprint():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
     assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+@pytest.mark.parametrize(("runtime", "explainer", "expected"), [
+    ({"compile": True}, "input_gradient", "runtime.compile: true does not combine with "
+                                          "introspective.explainer: input_gradient"),
+    ({"compile": True}, "gradient_x_input", "explainer: gradient_x_input"),
+    ({"amp": "fp16"}, "input_gradient", "runtime.amp: fp16 underflows"),
+])
+def test_fast_path_settings_an_input_space_explainer_cannot_use(base_raw, runtime, explainer,
+                                                               expected):
+    raw = _set(base_raw, "introspective.explainer", explainer)
+    raw["runtime"].update(runtime)
+    with pytest.raises(ConfigError, match=expected):
+        parse_params(raw)
+    raw["introspective"]["explainer"] = "gradcam"  # Grad-CAM reads the forward's feature map
+    assert parse_params(raw).introspective.explainer == "gradcam"

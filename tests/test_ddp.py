@@ -31,7 +31,10 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, base_raw, migrate
     raw["student"]["model"]["width"] = 0.5
     raw["student"]["train"].update(epochs=3, batch_size=64)
     single = make_project(tmp_path / "single", raw, migrated_db)
-    assert stage(single, "baselines", "--method", "ce", "--seed", "0").returncode == 0
+    # the gloo path on the CPU wherever it runs: on a CUDA machine torchrun would pick NCCL,
+    # which needs a GPU per rank (a 1-GPU machine would fail, not test anything)
+    cpu = {"CUDA_VISIBLE_DEVICES": ""}
+    assert stage(single, "baselines", "--method", "ce", "--seed", "0", **cpu).returncode == 0
 
     multi = make_project(tmp_path / "multi", raw, migrated_db)
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -40,7 +43,7 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, base_raw, migrate
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "stages.train",
          "baselines", "--method", "ce", "--seed", "0"],
-        cwd=multi, env=env_for(multi, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+        cwd=multi, env=env_for(multi, OMP_NUM_THREADS="1", **cpu), capture_output=True, text=True,
         timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in proc.stdout

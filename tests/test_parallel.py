@@ -207,6 +207,9 @@ def test_workers_share_cores_or_gpus(monkeypatch):
     gpus = ["0", "1"] * 2  # --gpus 0,1 --per-gpu 2
     assert [worker_env(s, 4, gpus)["CUDA_VISIBLE_DEVICES"] for s in range(4)] == [
         "0", "1", "0", "1"]
+    # packed GPU workers share the host's cores too (4 workers x 8 threads on 8 cores would
+    # oversubscribe them)
+    assert {worker_env(s, 4, gpus)["OMP_NUM_THREADS"] for s in range(4)} == {"2"}
 
 
 def test_two_machines_through_dask_and_a_dvc_remote(tmp_path, base_raw, migrated_db):

@@ -340,6 +340,23 @@ class Params(Section):
                              "(or tune.enabled: false)")
         return self
 
+    @model_validator(mode="after")
+    def _fast_path_fits_the_explainer(self) -> Params:
+        """Input-space explainers backpropagate to the image once per class: through an
+        inductor-compiled trunk that batched backward is a known failure on CUDA, and in
+        fp16 without loss scaling the input gradients underflow."""
+        explainer = self.introspective.explainer
+        if explainer == "gradcam":
+            return self
+        if self.runtime.compile:
+            raise ValueError(f"runtime.compile: true does not combine with introspective."
+                             f"explainer: {explainer} (batched input gradients through a "
+                             "compiled trunk); use explainer: gradcam or compile: false")
+        if self.runtime.amp == "fp16":
+            raise ValueError(f"runtime.amp: fp16 underflows introspective.explainer: {explainer}'s "
+                             "input gradients; use amp: bf16 (fp32's range) or off")
+        return self
+
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     loc = ".".join(str(p) for p in error["loc"])

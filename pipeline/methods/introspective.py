@@ -57,11 +57,13 @@ class Introspective(Method):
         if self.cfg.explainer == "gradcam":
             logits, fmap = model.forward_features(x)
             classes = self.explained_classes(logits, y)
-            return logits, gradcam_linear(fmap, model.fc.weight, classes), classes
+            with torch.autocast(x.device.type, enabled=False):  # amp: the maps in fp32
+                maps = gradcam_linear(fmap.float(), model.fc.weight.float(), classes)
+            return logits, maps, classes
         x = x.detach().requires_grad_(True)
         logits = model(x)
         classes = self.explained_classes(logits, y)
-        maps = input_gradients(logits, x, classes)
+        maps = input_gradients(logits, x, classes).float()  # x is fp32: so are its gradients
         if self.cfg.explainer == "gradient_x_input":
             maps = maps * x.detach().unsqueeze(1)
         return logits, maps.detach(), classes
@@ -91,7 +93,8 @@ class Introspective(Method):
             zero = logits.new_zeros(())
             return StepOutput({"ce": cross_entropy(logits, y), "introspective": zero}, logits)
         logits, maps, classes = self.explain(x, y)
-        q = self.soft_targets(maps, classes, y, logits.shape[1])
+        with torch.autocast(x.device.type, enabled=False):  # amp: the targets in fp32
+            q = self.soft_targets(maps.float(), classes, y, logits.shape[1])
         q = non_gt_transform(q, y, self.variant)
         self._record(q, y)
         terms = {"ce": (1 - cfg.alpha) * cross_entropy(logits, y),

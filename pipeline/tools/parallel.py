@@ -143,13 +143,13 @@ def _plan(targets: Iterable[str], force: bool) -> Plan:
 
 def worker_env(slot: int, workers: int, gpus: list[str],
                base: dict[str, str] | None = None) -> dict[str, str]:
-    """One GPU (or a share of one) per worker; on CPU the cores are split among workers."""
+    """One GPU (or a share of one) per worker, and the cores split among workers either
+    way (K packed GPU workers x every core each would oversubscribe the host)."""
     env = dict(os.environ if base is None else base)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    else:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     return env
 
 

@@ -16,6 +16,7 @@ Design choices, and why:
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -56,6 +57,9 @@ def configure_runtime(runtime: RuntimeConfig) -> torch.device:
         torch.set_num_threads(runtime.num_threads)
     device = select_device(runtime)
     if device.type == "cuda":
+        if runtime.deterministic:  # cuBLAS is deterministic only with a fixed workspace,
+            # read when its first handle is made (before any matmul of this process)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         # CPU kernels are deterministic already; the switch also imports torch._inductor
         # (~1.3 s per stage process), so it is only flipped where it matters
         torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
@@ -145,8 +149,10 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 @torch.no_grad()
 def predict(model: nn.Module, data: DeviceData, split: str, batch_size: int,
             accel: Accel = Accel()) -> Tensor:
+    """Logits in fp32 whatever ``runtime.amp`` trains in: the reported accuracy, NLL, ECE
+    and reliability are the model's, not its reduced-precision arithmetic's."""
     logits = []
-    with eval_mode(model), accel.autocast(data.device):
+    with eval_mode(model):
         for i in range(0, data.size(split), batch_size):
             x = data.batch(split, slice(i, i + batch_size))[0]
             logits.append(model(x.contiguous(memory_format=accel.memory_format)).float())
@@ -207,10 +213,12 @@ class Checkpoint:
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG a run draws from. On CUDA only the current device's: a run resumed where
+    fewer GPUs are visible (a packed worker sees one) must still restore it."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
              "torch": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -219,8 +227,12 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, list | tuple):  # older checkpoints: every visible device's
+            cuda = cuda[torch.cuda.current_device()] if cuda else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 EpochCallback = Callable[[dict[str, float]], None]

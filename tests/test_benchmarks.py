@@ -1,0 +1,36 @@
+"""The device check's CPU dry run: every step of benchmarks/device_check.sh with the
+arguments a GPU machine gets, at tiny sizes, so the script cannot rot between GPU sessions
+(its first GPU run once failed on an option throughput.py did not have)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+from .helpers import clean_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_device_checks_cpu_dry_run_passes_every_step(tmp_path):
+    done = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600,
+                          env=clean_env(DEVICE="cpu", OUT=str(tmp_path), PYTHON=sys.executable))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "every step passed" in done.stdout
+    steps = {p.stem for p in tmp_path.glob("*.txt")}
+    assert {"tests", "throughput-fp32", "throughput-amp", "throughput-compile", "il-overhead",
+            "estimate"} <= steps
+    assert "| ce |" in (tmp_path / "throughput-compile.txt").read_text()
+    assert "**total**" in (tmp_path / "estimate.txt").read_text()
+
+
+def test_the_device_check_fails_loudly_without_a_gpu(tmp_path):
+    done = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120,
+                          env=clean_env(DEVICE="cuda", OUT=str(tmp_path), PYTHON=sys.executable,
+                                        CUDA_VISIBLE_DEVICES=""))
+    assert done.returncode == 3 and "sees no GPU" in done.stdout + done.stderr
