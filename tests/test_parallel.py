@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.tools.parallel import Plan, failed_in, label, split_log, worker_env
-from pipeline.tools.report import lock_stages, metric_md5s
+from pipeline.tools.report import lock_files, lock_stages, metric_md5s
 
 from .conftest import tiny_raw
 from .helpers import dvc, make_dvc_project, sh
@@ -216,13 +216,27 @@ def test_two_machines_through_dask_and_a_dvc_remote(tmp_path, base_raw, migrated
     """Two Dask worker processes stand for two machines: each stage runs in its own clone,
     data travels through a local DVC remote, MLflow goes to one shared store (standing for
     the tracking server), and the coordinator's final `dvc repro --pull` records it all."""
+    import random
     import shutil
 
+    import yaml
     from distributed import LocalCluster
 
     raw = small_dag(base_raw)
     raw["baselines"]["methods"] = ["ce"]
+    # the usual case: a clone whose lock files were committed from another machine, their
+    # outputs in no remote (here: a run elsewhere, its output md5s replaced)
+    elsewhere = make_dvc_project(tmp_path / "elsewhere", raw, migrated_db)
+    runner(elsewhere, "-j", "2")
     root = make_dvc_project(tmp_path / "coordinator", raw, migrated_db)
+    rng = random.Random(0)
+    for lock in lock_files(elsewhere):
+        data = yaml.safe_load((elsewhere / lock).read_text())
+        for entry in data["stages"].values():
+            for output in entry.get("outs", []):
+                suffix = ".dir" if output["md5"].endswith(".dir") else ""
+                output["md5"] = f"{rng.getrandbits(128):032x}{suffix}"
+        (root / lock).write_text(yaml.safe_dump(data, sort_keys=False))
     dvc(root, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
     sh(root, "git", "add", "-A")

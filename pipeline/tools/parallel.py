@@ -543,6 +543,8 @@ def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, stop: Interru
         return 1
     # locally every stage recorded itself; from a cluster this restores them all from the
     # remote's run-cache and writes the lock files once. Either way nothing may be left to run.
+    if pull:
+        forget_recorded(plan)
     final = subprocess.run([*DVC, "repro", *(["--pull"] if pull else []), *plan.targets],
                            capture_output=True, text=True)
     reran = [line for line in final.stdout.splitlines() if line.startswith("Running stage")]
@@ -554,6 +556,34 @@ def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, stop: Interru
     print(f"[parallel] all {len(plan.order)} stages done in {time.monotonic() - tic:.1f}s; "
           "`dvc repro` finds nothing left to run", flush=True)
     return 0
+
+
+def forget_recorded(plan: Plan) -> None:
+    """Drop the lock entries of the stages the cluster ran, before the final ``dvc repro
+    --pull`` records them from the remote's run-cache.
+
+    A committed entry (this repository's own lock files, written on another machine) names
+    outputs that are in no remote. For a stage whose dependencies still match that entry,
+    DVC restores *the entry's* outputs instead of looking the stage up in the run-cache,
+    fails to pull them and retrains the stage here; without the entry it takes the
+    workers' results from the run-cache (``dvc/stage/cache.py``, ``restore``)."""
+    import yaml
+
+    from pipeline.core.io import atomic_write_text
+
+    by_file: dict[Path, set[str]] = {}
+    for address in plan.order:
+        path, _, name = address.rpartition(":")
+        by_file.setdefault(Path(path or "dvc.yaml").with_suffix(".lock"), set()).add(name)
+    for lock, names in by_file.items():
+        if not lock.is_file():
+            continue
+        data = yaml.safe_load(lock.read_text()) or {}
+        stages = data.get("stages") or {}
+        if not names & set(stages):
+            continue
+        data["stages"] = {k: v for k, v in stages.items() if k not in names}
+        atomic_write_text(lock, yaml.safe_dump(data, sort_keys=False))
 
 
 def positive(text: str) -> int:
