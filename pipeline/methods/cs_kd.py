@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.methods.base import Method, StepOutput, cross_entropy
-from pipeline.methods.targets import kl_to_logits
+from pipeline.methods.targets import kl_per_sample
 
 
 def same_class_partner(y: Tensor) -> Tensor:
@@ -39,11 +39,12 @@ class CSKD(Method):
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         logits = self.student(x)
         partner = same_class_partner(y)
-        has = partner >= 0
-        terms = {"ce": (1 - self.alpha) * cross_entropy(logits, y)}
-        if has.any():
-            q = torch.softmax(logits.detach()[partner[has]] / self.T, dim=1)
-            # averaged over the whole batch: an unpaired sample contributes 0
-            kl = kl_to_logits(q, logits[has], self.T) * has.float().mean()
-            terms["cs_kd"] = self.alpha * self.T * self.T * kl
-        return StepOutput(terms, logits, {"cs_kd_paired": has.float().mean()})
+        has = (partner >= 0).to(logits.dtype)
+        # every sample against its partner's (itself when it has none), the unpaired
+        # masked to 0 and the sum averaged over the whole batch: fixed shapes, no test
+        # of the mask on the host (a boolean index would wait for the GPU every step)
+        q = torch.softmax(logits.detach()[partner.clamp_min(0)] / self.T, dim=1)
+        kl = (kl_per_sample(q, logits, self.T) * has).mean()
+        terms = {"ce": (1 - self.alpha) * cross_entropy(logits, y),
+                 "cs_kd": self.alpha * self.T * self.T * kl}
+        return StepOutput(terms, logits, {"cs_kd_paired": has.mean()})

@@ -35,7 +35,7 @@ class Introspective(Method):
     def __init__(self, student: nn.Module, cfg: IntrospectiveConfig, variant: str = "full") -> None:
         super().__init__(student)
         self.cfg, self.variant = cfg, variant
-        self._sums = {"target_entropy": 0.0, "target_gt_prob": 0.0}
+        self._sums: dict[str, Any] = {"target_entropy": 0.0, "target_gt_prob": 0.0}
         self._count = 0
 
     @classmethod
@@ -72,7 +72,7 @@ class Introspective(Method):
                      num_classes: int) -> Tensor:
         """Similarity to the true class's map -> distribution over all classes (detached)."""
         if classes is None:
-            reference = maps[torch.arange(len(y)), y]
+            reference = maps[torch.arange(len(y), device=y.device), y]
             full_classes = torch.arange(num_classes, device=y.device).expand(len(y), -1)
         else:
             reference, full_classes = maps[:, 0], classes
@@ -102,15 +102,16 @@ class Introspective(Method):
         return StepOutput(terms, logits)
 
     def _record(self, q: Tensor, y: Tensor) -> None:
+        """Running sums on the device (read once per epoch, not every step)."""
         entropy = -torch.xlogy(q, q).sum(dim=1)
-        self._sums["target_entropy"] += float(entropy.sum())
-        self._sums["target_gt_prob"] += float(q.gather(1, y[:, None]).sum())
+        self._sums["target_entropy"] += entropy.detach().double().sum()
+        self._sums["target_gt_prob"] += q.gather(1, y[:, None]).detach().double().sum()
         self._count += len(y)
 
     def epoch_metrics(self) -> dict[str, float]:
         if not self._count:
             return {}
-        out = {k: v / self._count for k, v in self._sums.items()}
+        out = {k: float(v) / self._count for k, v in self._sums.items()}
         self._sums = dict.fromkeys(self._sums, 0.0)
         self._count = 0
         return out

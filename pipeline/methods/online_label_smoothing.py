@@ -28,6 +28,7 @@ class OnlineLabelSmoothing(Method):
         self.soft = torch.empty(0)  # S used this epoch
         self.sums = torch.empty(0)  # this epoch's accumulation: sum of p over correct samples
         self.epoch = torch.zeros((), dtype=torch.long)  # the epoch ``sums`` belongs to
+        self._rolled: int | None = None  # the same, on the host
 
     @classmethod
     def from_config(cls, cfg, make_model, teacher, variant):
@@ -37,14 +38,24 @@ class OnlineLabelSmoothing(Method):
         self.soft = torch.eye(num_classes, device=device)
         self.sums = torch.zeros(num_classes, num_classes, device=device)
         self.epoch = torch.zeros((), dtype=torch.long, device=device)
+        self._rolled = None
 
     def extra_state(self) -> dict[str, Any]:
         return {"soft": self.soft, "sums": self.sums, "epoch": self.epoch}
 
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self._rolled = None  # read from the restored tensor at the next step
+
     def _roll(self, epoch: int) -> None:
-        """At the first step of a new epoch: the finished epoch's means become ``S``."""
-        if epoch == int(self.epoch):
+        """At the first step of a new epoch: the finished epoch's means become ``S``.
+        Which epoch ``sums`` belongs to is mirrored on the host, read from the device once
+        (not every step)."""
+        if self._rolled is None:
+            self._rolled = int(self.epoch)
+        if epoch == self._rolled:
             return
+        self._rolled = epoch
         counts = self.sums.sum(dim=1, keepdim=True)
         seen = counts.squeeze(1) > 0
         self.soft[seen] = self.sums[seen] / counts[seen]
@@ -61,5 +72,6 @@ class OnlineLabelSmoothing(Method):
         if self.training:
             p = F.softmax(logits.detach().float(), dim=1)
             correct = p.argmax(1).eq(y)
-            self.sums.index_add_(0, y[correct], p[correct])
+            # wrong predictions add exact zeros: fixed shapes, no boolean index per step
+            self.sums.index_add_(0, y, p * correct[:, None])
         return StepOutput(terms, logits)

@@ -41,17 +41,24 @@ def non_gt_transform(t: Tensor, y: Tensor, variant: str) -> Tensor:
     if variant == "uniform_non_gt":
         values = values.mean(dim=1, keepdim=True).expand_as(values)
     elif variant == "shuffled_non_gt":
-        perm = torch.argsort(torch.rand(values.shape).to(values.device), dim=1)
+        # drawn where the values live (the CPU's generator on a CPU, as before): a CPU
+        # draw copied to a GPU would cost a host-to-device copy every step
+        perm = torch.argsort(torch.rand(values.shape, device=values.device), dim=1)
         values = values.gather(1, perm)
     else:
         raise ValueError(f"unknown non-GT variant '{variant}' (known: {NON_GT_VARIANTS})")
     return t.scatter(1, idx, values)
 
 
+def kl_per_sample(q: Tensor, logits: Tensor, T: float = 1.0) -> Tensor:
+    """``KL(q_i || softmax(logits_i / T))`` for each sample ``i``; ``0 log 0 = 0``."""
+    log_p = F.log_softmax(logits / T, dim=1)
+    return (torch.xlogy(q, q) - q * log_p).sum(dim=1)
+
+
 def kl_to_logits(q: Tensor, logits: Tensor, T: float = 1.0) -> Tensor:
     """Batch mean of ``KL(q || softmax(logits / T))``; ``0 log 0 = 0``."""
-    log_p = F.log_softmax(logits / T, dim=1)
-    return (torch.xlogy(q, q) - q * log_p).sum(dim=1).mean()
+    return kl_per_sample(q, logits, T).mean()
 
 
 def distillation(q: Tensor, logits: Tensor, T: float = 1.0) -> Tensor:

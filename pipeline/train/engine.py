@@ -383,6 +383,7 @@ def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: in
     method.train()
     bar = tqdm(range(position.step, steps), desc=f"{label} {epoch + 1}/{cfg.epochs}",
                leave=False, disable=None if progress else True)
+    first_bad = torch.full((), -1, dtype=torch.long, device=data.device)
     for i in bar:
         index = position.order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         x, y = data.batch("train", index)
@@ -393,10 +394,9 @@ def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: in
         with accel.autocast(data.device):
             out = method.step(x.contiguous(memory_format=accel.memory_format), y, epoch)
         loss = out.loss
-        if _any_rank(not torch.isfinite(loss.detach()), world, data.device):
-            terms = {k: float(v.detach()) for k, v in out.terms.items()}
-            raise TrainingDiverged(f"{label}: non-finite loss at epoch {epoch + 1}, step {i + 1} "
-                                   f"({terms}); lower train.lr or check the method's params")
+        # the first non-finite step, kept on the device and read once per epoch (and at a
+        # stop): testing it on the host every step would make the CPU wait for the GPU
+        first_bad = torch.where(~torch.isfinite(loss.detach()) & (first_bad < 0), i, first_bad)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if world > 1:
@@ -406,15 +406,28 @@ def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: in
         position.add(out, loss, y, len(y) / n)
         position.step = i + 1
         if _any_rank(stop.requested, world, data.device):
+            _raise_if_diverged(first_bad, world, data.device, label, epoch)
             if save:
                 save(state.snapshot(position))
             raise KeyboardInterrupt(f"stopped by signal after epoch {epoch + 1}, "
                                     f"step {i + 1}/{steps}")
+    _raise_if_diverged(first_bad, world, data.device, label, epoch)
     if world > 1:
         position.sums = distributed.sum_over_ranks(position.sums, data.device)
         position.correct = distributed.sum_over_ranks({"c": position.correct}, data.device)["c"]
         distributed.sync_buffers(method.models)
     return lr
+
+
+def _raise_if_diverged(first_bad: Tensor, world: int, device: torch.device, label: str,
+                       epoch: int) -> None:
+    """Stop the run if a step of this epoch had a non-finite loss (every rank together).
+    The epoch's weights are then not saved: the last good epoch's checkpoint stays."""
+    step = int(first_bad)
+    if _any_rank(step >= 0, world, device):
+        where = f"step {step + 1}" if step >= 0 else "a step of another rank"
+        raise TrainingDiverged(f"{label}: non-finite loss at epoch {epoch + 1}, {where}; lower "
+                               "train.lr or check the method's params")
 
 
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
