@@ -226,3 +226,32 @@ def test_fit_does_not_import_dynamo():
                          cwd=Path(__file__).resolve().parents[1], timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_cuda_runs_use_torchs_foreach_sgd_and_checkpoints_cross_over():
+    """On CUDA the optimizer is torch.optim.SGD with its multi-tensor update; on the CPU the
+    engine's own (no torch._dynamo import). Built here for a CUDA device on CPU tensors
+    (foreach runs on the CPU too): both take the same steps and load each other's state."""
+    import torch.optim
+
+    from pipeline.train.sgd import SGD
+
+    cfg = train_cfg(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = build_model("small_cnn", 4, 1, 0.25)
+        opt = engine.make_sgd(list(model.parameters()), cfg, torch.device(device))
+        x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 4, (8,))
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        runs[device] = (opt, model)
+    cpu_opt, cuda_opt = runs["cpu"][0], runs["cuda"][0]
+    assert isinstance(cpu_opt, SGD) and isinstance(cuda_opt, torch.optim.SGD)
+    assert cuda_opt.param_groups[0]["foreach"] is True
+    for a, b in zip(runs["cpu"][1].parameters(), runs["cuda"][1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # same math, other kernels
+    cpu_opt.load_state_dict(cuda_opt.state_dict())
+    cuda_opt.load_state_dict(cpu_opt.state_dict())

@@ -43,3 +43,22 @@ def test_seeds_finishing_together_give_their_parent_its_source_once(mlflow_uri):
     assert [p.exitcode for p in procs] == [0] * len(procs)
     tags = client.get_run(parent).data.tags
     assert {k: tags[k] for k in source} == source
+
+
+def test_cuda_runs_record_system_metrics_and_cpu_runs_do_not(mlflow_uri):
+    """On CUDA devices a run samples CPU, memory and GPU utilisation into MLflow
+    (system/... metrics; GPU ones where nvidia-ml-py finds a GPU), so the UI shows whether
+    the GPU was busy. Checked here with the switch a CUDA run turns on."""
+    import time
+
+    from pipeline.core.tracking import Tracker
+
+    for on in (False, True):
+        with Tracker("system", f"on-{on}", {"stage": "x"}, {}) as tracker:
+            with tracker.system_metrics(on, interval=0.2):
+                time.sleep(1.2)
+        metrics = MlflowClient(tracking_uri=mlflow_uri).get_run(tracker.run_id).data.metrics
+        system = [k for k in metrics if k.startswith("system/")]
+        assert bool(system) == on, system
+        if on:
+            assert "system/cpu_utilization_percentage" in system

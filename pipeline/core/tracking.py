@@ -9,6 +9,7 @@ SQLite store go to ``<repo root>/mlartifacts`` for the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -299,6 +300,25 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
+    @contextmanager
+    def system_metrics(self, on: bool, interval: float = 10.0) -> Iterator[None]:
+        """With ``on``, MLflow samples CPU, memory and (with ``nvidia-ml-py``) GPU utilisation
+        and memory into this run every ``interval`` seconds (``system/...`` metrics), so
+        the UI shows whether the GPU was busy. Training runs turn it on for CUDA devices:
+        on a CPU the stages are short and the sampler would only cost."""
+        if not on:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval,
+                                       resume_logging=True, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -408,6 +428,9 @@ class NullTracker:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+    def system_metrics(self, on: bool, interval: float = 10.0) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None

@@ -165,7 +165,8 @@ def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, An
     rank, world = distributed.setup()
     device = engine.configure_runtime(params.runtime)
     accel = engine.accel_for(params.runtime, device)
-    with open_tracker(s, device, rank, world) as tracker:
+    with open_tracker(s, device, rank, world) as tracker, \
+            tracker.system_metrics(device.type == "cuda"):
         data = engine.DeviceData(s.prepared, device)
         extra = {"run_id": tracker.run_id, "model_ids": tracker.model_ids}
         history = engine.fit(s.method, data, s.train_cfg, spec.seed, checkpoint=s.checkpoint,
