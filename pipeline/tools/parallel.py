@@ -240,15 +240,18 @@ class LockKeeper:
         self.folder = folder
         self.check()
 
-    def check(self) -> list[Path]:
-        """Keep a copy of every lock file that parses; put back the ones that do not.
-        Returns those put back."""
+    def check(self, stages: Iterable[str] | None = None) -> list[Path]:
+        """Keep a copy of every lock file that parses (only those of ``stages``' parts when
+        given); put back the ones that do not. Returns those put back."""
         import shutil
 
         import yaml
 
         restored = []
+        wanted = None if stages is None else {lock_of(s) for s in stages}
         for lock in lock_files():
+            if wanted is not None and lock not in wanted:
+                continue
             kept = self.folder / lock
             try:
                 yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -406,7 +409,7 @@ def execute(plan: Plan, workers: int, launcher: Any, stop: Interrupts | None = N
             del running[slot]
             stop.jobs = list(running.values())
             if locks:
-                locks.check()
+                locks.check(job.stages)
             took = time.monotonic() - job.started
             text = job.log.read_text(errors="replace") if job.log.exists() else ""
             if len(job.stages) > 1:
@@ -558,6 +561,13 @@ def _run_plan(plan: Plan, workers: int, launcher: Any, where: str, stop: Interru
     return 0
 
 
+def lock_of(address: str) -> Path:
+    """The lock file that records a stage: ``dag/tune/dvc.yaml:tune@ce`` ->
+    ``dag/tune/dvc.lock``, a spine stage (``prepare``) -> ``dvc.lock``."""
+    path = address.rpartition(":")[0]
+    return Path(path or "dvc.yaml").with_suffix(".lock")
+
+
 def forget_recorded(plan: Plan) -> None:
     """Drop the lock entries of the stages the cluster ran, before the final ``dvc repro
     --pull`` records them from the remote's run-cache.
@@ -573,8 +583,7 @@ def forget_recorded(plan: Plan) -> None:
 
     by_file: dict[Path, set[str]] = {}
     for address in plan.order:
-        path, _, name = address.rpartition(":")
-        by_file.setdefault(Path(path or "dvc.yaml").with_suffix(".lock"), set()).add(name)
+        by_file.setdefault(lock_of(address), set()).add(label(address))
     for lock, names in by_file.items():
         if not lock.is_file():
             continue
