@@ -118,3 +118,13 @@ def test_estimate_times_the_profile_fast_path():
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
     assert median_step_seconds(method, x, y, steps=1, warmup=0, accel=accel) > 0
     assert seen == [(torch.bfloat16, True)]
+
+
+def test_the_plain_yaml_loader_gives_what_the_round_trip_writes():
+    """load_preset (libyaml, what every run reads for its MLflow parent's name) and the
+    comment-keeping round trip that writes params.yaml give equal params for every preset."""
+    from pipeline.tools.presets import _render
+
+    folder = REPO / "presets"
+    for name in available(folder):
+        assert load_preset(name, folder) == _render(name, folder)[1], name

@@ -22,28 +22,9 @@ from pipeline.core.cli import main as cli_main
 from pipeline.core.config import Params, parse_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
+from pipeline.core.presets import BASE, PRESETS, available, load_preset, merge
 
-PRESETS = Path("presets")
-BASE = "quick"
-
-
-def available(folder: Path = PRESETS) -> list[str]:
-    return sorted(p.stem for p in folder.glob("*.yaml"))
-
-
-def _merge(base: Any, overlay: dict[str, Any], where: str, as_list: Any = list) -> None:
-    """Lay ``overlay`` over ``base`` in place: mappings key by key, anything else replaced
-    (a list through ``as_list``)."""
-    for key, value in overlay.items():
-        if key not in base:
-            raise ConfigError(f"{where}{key}: not a key of presets/{BASE}.yaml (typo?)")
-        if isinstance(value, dict) and isinstance(base[key], dict):
-            _merge(base[key], value, f"{where}{key}.", as_list)
-        elif isinstance(value, list):
-            base[key] = as_list(value)
-        else:
-            base[key] = value
-
+__all__ = ["BASE", "PRESETS", "available", "load_preset", "render", "use"]
 
 def _flow_list(value: list) -> Any:
     """A list ruamel writes as ``[a, b]``, as the base writes lists."""
@@ -81,7 +62,7 @@ def _render(name: str, folder: Path) -> tuple[str, Params]:
         overlay = YAML(typ="safe").load(overlay_text) or {}
         if not isinstance(overlay, dict):
             raise ConfigError(f"{source}: a preset is a mapping of params keys")
-        _merge(merged, overlay, "", _flow_list)
+        merge(merged, overlay, "", _flow_list)
         out = io.StringIO()
         yaml.dump(merged, out)
         text = "\n".join(header) + "\n" + out.getvalue()
@@ -94,27 +75,6 @@ def render(name: str, folder: Path = PRESETS) -> str:
     """The full params text of preset ``name`` (validated): its header comment, then
     base + overlay."""
     return _render(name, folder)[0]
-
-
-def load_preset(name: str, folder: Path = PRESETS) -> Params:
-    """The validated params of preset ``name``, without writing ``params.yaml``.
-
-    Plain YAML (libyaml's parser): what every training run compares its params with for
-    its MLflow parent's name, ~0.03 s; the comment-keeping round trip :func:`render` needs
-    took 3 s in a fresh process."""
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    source = folder / f"{name}.yaml"
-    if not source.is_file():
-        raise ConfigError(f"{source}: no such preset (available: {', '.join(available(folder))})")
-    merged = yaml.load((folder / f"{BASE}.yaml").read_text(), Loader=loader)
-    if name != BASE:
-        overlay = yaml.load(source.read_text(), Loader=loader) or {}
-        if not isinstance(overlay, dict):
-            raise ConfigError(f"{source}: a preset is a mapping of params keys")
-        _merge(merged, overlay, "")
-    return parse_params(merged, str(source))
 
 
 def use(name: str, target: Path = Path("params.yaml"), folder: Path = PRESETS) -> None:

@@ -21,6 +21,7 @@ from pipeline.core.io import atomic_torch_save, atomic_write_csv, atomic_write_j
 from pipeline.core.metrics import reliability_bins
 from pipeline.core.models import TEACHER_FILE, build_model, load_teacher
 from pipeline.core.prepared import PREPARED_DIR, Prepared, load_prepared
+from pipeline.core.presets import load_preset
 from pipeline.core.runs import RunSpec
 from pipeline.core.tracking import RUN_FILE, NullTracker, Tracker, update_parent
 from pipeline.methods import REGISTRY, Teacher, build_method
@@ -101,8 +102,6 @@ def changes_from_preset(s: Setup) -> dict[str, Any] | None:
     """The knobs this run reads whose values differ from its profile's preset
     (``presets/<profile>.yaml``; a tuned run's preset carries the selected recipe), as
     ``{"student.train.weight_decay": 0.0004, ...}``; None when the profile has no preset."""
-    from pipeline.tools.presets import load_preset
-
     try:
         preset = load_preset(s.params.profile)
         if s.spec.stage == "tuned":
