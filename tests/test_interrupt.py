@@ -128,7 +128,12 @@ def test_killing_the_runner_with_sigkill_stops_what_it_started(tmp_path):
     assert len(lock.read_text().splitlines()) == LINES
 
 
-def test_one_runner_per_repository(tmp_path):
+def test_one_runner_per_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not a DVC project"):
+        RunnerLock(tmp_path / "runner.pid").__enter__()
+    assert not (tmp_path / ".dvc").exists()  # nothing made outside a project
+    (tmp_path / ".dvc").mkdir()
     path = tmp_path / "runner.pid"
     with RunnerLock(path):
         with pytest.raises(ConfigError, match=rf"another runner \(pid {os.getpid()}\)"):

@@ -442,6 +442,9 @@ class RunnerLock:
     def __enter__(self) -> RunnerLock:
         import fcntl
 
+        if not Path(".dvc").is_dir():  # the lock lives in .dvc/tmp: never make one elsewhere
+            raise ConfigError(f"{Path.cwd()}: not a DVC project (no .dvc folder); run from "
+                              "the project's root")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = self.path.open("a+")
         try:
