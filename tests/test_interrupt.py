@@ -160,6 +160,10 @@ def test_a_lock_file_that_does_not_parse_gets_its_last_good_copy_back(tmp_path, 
     lock.write_text(good + "  b:\n    cmd: echo b\n    params:\n      params.yaml:\n  c: [\n")
     assert keeper.check() == [Path("dag/part/dvc.lock")]
     assert lock.read_text() == good
+    lock.write_text("")  # cut before its first line: parses (as nothing), still broken
+    assert keeper.check(["dag/part/dvc.yaml:a"]) == [Path("dag/part/dvc.lock")]
+    assert lock.read_text() == good
+    assert keeper.check(["prepare"]) == []  # another part's lock file: not looked at
 
 
 # ---------------------------------------------------------------- the real runner, J=2

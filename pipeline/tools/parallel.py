@@ -254,7 +254,10 @@ class LockKeeper:
                 continue
             kept = self.folder / lock
             try:
-                yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                data = yaml.load(lock.read_text(),
+                                 Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                if not isinstance(data, dict) or "stages" not in data:  # cut before any entry
+                    raise yaml.YAMLError(f"{lock}: no stages")
             except (yaml.YAMLError, OSError):
                 if kept.is_file():
                     shutil.copy2(kept, lock)
