@@ -211,3 +211,20 @@ def test_an_ablation_gets_its_own_mlflow_parent(workdir, tiny, mlflow_uri):
         children = client.search_runs(experiments, (
             f"tags.mlflow.parentRunId = '{parent.info.run_id}'"))
         assert {c.data.params["train.weight_decay"] for c in children} == {str(wd)}
+
+
+def test_ctrl_c_before_the_first_epoch_leaves_the_run_killed_not_running(workdir, mlflow_uri,
+                                                                         monkeypatch):
+    """A stop that lands while the new run logs its dataset and models (before training,
+    before the engine's own handler) still ends the MLflow run: KILLED, never RUNNING."""
+    root, params = workdir
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Tracker, "log_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunSpec("baselines", "ce", seed=0), params, root)
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("baselines@ce-0", "KILLED")]

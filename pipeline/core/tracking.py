@@ -148,7 +148,11 @@ class Tracker:
         else:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
             self.run_id = run.info.run_id
-            self._log_params(params)
+            try:
+                self._log_params(params)
+            except BaseException as exc:  # Ctrl-C here: the run ends KILLED, not RUNNING
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
 
     def __enter__(self) -> Tracker:
         return self

@@ -199,6 +199,17 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
                       tags, {**flatten(s.logged), "seed": spec.seed},
                       run_id=(s.resume or {}).get("extra", {}).get("run_id"),
                       description=describe(spec))
+    try:
+        _describe_run(tracker, s, world)
+    except BaseException as exc:  # e.g. Ctrl-C before training: the run ends KILLED, not RUNNING
+        tracker.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    return tracker
+
+
+def _describe_run(tracker: Tracker, s: Setup, world: int) -> None:
+    """What a new (or resumed) run logs before its first epoch."""
+    spec = s.spec
     if s.teacher_run:  # the exact teacher this run distils: its run and registered version
         tracker.set_tags({"teacher_run_id": s.teacher_run, "teacher_model_version":
                           tracker.model_version(teacher_model_name(s.params), s.teacher_run)})
@@ -212,7 +223,6 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
     if world > 1:
         print(f"[ilkd] {spec.run_name}: world size {world}, global batch "
               f"{s.train_cfg.batch_size} split across ranks", flush=True)
-    return tracker
 
 
 def teacher_model_name(params: Params) -> str:

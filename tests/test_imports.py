@@ -1,0 +1,74 @@
+"""The library's layering: no import cycle under pipeline/ (imports for type checkers aside)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def _module(path: Path) -> str:
+    name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports, at module level or inside functions; imports
+    made only for type checkers (``if TYPE_CHECKING:``) do not run and do not count."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m in modules} - {_module(path)}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted((REPO / "pipeline").rglob("*.py"))
+    modules = {_module(p) for p in paths}
+    return {_module(p): _imports(p, modules) for p in paths}
+
+
+def test_no_import_cycle_under_pipeline():
+    graph = import_graph()
+    assert "pipeline.core.config" in graph["pipeline.train.runner"]  # the walk sees imports
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node):] + [node]))
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            visit(nxt, [*path, node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_the_walk_finds_a_cycle_when_there_is_one():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}}
+    try:
+        done: set[str] = set()
+
+        def visit(node, path):
+            if node in path:
+                raise AssertionError("cycle")
+            for nxt in graph[node]:
+                visit(nxt, [*path, node])
+            done.add(node)
+
+        visit("a", [])
+    except AssertionError:
+        return
+    raise AssertionError("a -> b -> c -> a was not found")
