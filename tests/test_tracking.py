@@ -62,3 +62,23 @@ def test_cuda_runs_record_system_metrics_and_cpu_runs_do_not(mlflow_uri):
         assert bool(system) == on, system
         if on:
             assert "system/cpu_utilization_percentage" in system
+
+
+def test_a_model_upload_cut_after_its_link_completes_on_the_rerun(mlflow_uri):
+    """Killed inside log_model after the model was linked to the run (but before it was
+    READY), the resumed stage uploads it again: the second link would break the store's
+    unique key, so the upload completes without it and the model ends READY."""
+    import torch
+    from mlflow.entities import LoggedModelOutput
+
+    from pipeline.core.tracking import Tracker
+
+    with Tracker("resume", "baselines@ce-0", {"stage": "baselines"}, {}) as tracker:
+        (model_id,) = tracker.open_models(["student"], "baselines@ce-0").values()
+        tracker.client.log_outputs(tracker.run_id, [LoggedModelOutput(model_id, step=0)])
+        model = torch.nn.Linear(3, 2)
+        assert tracker.log_model(model, "student", torch.zeros(1, 3).numpy()) == model_id
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    assert client.get_logged_model(model_id).status == "READY"
+    outputs = client.get_run(tracker.run_id).outputs.model_outputs
+    assert [o.model_id for o in outputs] == [model_id]

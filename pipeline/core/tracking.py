@@ -283,10 +283,16 @@ class Tracker:
         model_id = self.model_ids.get(name)
         if model_id and self.client.get_logged_model(model_id).status == "READY":
             return model_id  # uploaded by an earlier process of this run (rerun after the end)
+        # a process stopped inside an earlier upload may have linked the model to the run
+        # already: linking it again fails on the store's unique key, so the upload goes on
+        # without the link
+        outputs = self.client.get_run(self.run_id).outputs if model_id else None
+        linked = any(o.model_id == model_id for o in (outputs.model_outputs if outputs else []))
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle warning
         mlflow.set_tracking_uri(self.uri)
         info = mlflow.pytorch.log_model(
-            model, name=name, input_example=input_example, run_id=self.run_id,
+            model, name=name, input_example=input_example,
+            run_id=None if linked else self.run_id,
             model_id=model_id, serialization_format="pickle",
             registered_model_name=registered_name, await_registration_for=0,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
