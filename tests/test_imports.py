@@ -72,3 +72,16 @@ def test_the_walk_finds_a_cycle_when_there_is_one():
     except AssertionError:
         return
     raise AssertionError("a -> b -> c -> a was not found")
+
+
+def test_validating_params_imports_no_torch():
+    """A typo in params.yaml is reported before torch loads (the architecture names are
+    checked by the torch-free pipeline/core/archs.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.core.config import load_params; load_params(); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "False"

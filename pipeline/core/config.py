@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.core.archs import check_arch
 from pipeline.core.errors import ConfigError
 from pipeline.methods import REGISTRY, Teacher
 
@@ -113,8 +114,6 @@ class ModelConfig(Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, value: str) -> str:
-        from pipeline.core.models import check_arch
-
         check_arch(value)
         return value
 

@@ -8,7 +8,6 @@ average pool and one linear layer. That shared head is what lets the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.core.archs import NAMES, RESNET_DEPTHS, VGG_DEPTHS, WRN, check_arch
 from pipeline.core.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -158,31 +158,17 @@ def small_cnn(num_classes: int, in_channels: int, width: float = 1.0) -> Classif
 
 
 Builder = Callable[[int, int, float], Classifier]
-_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
-_WRN = re.compile(r"^wrn[-_](\d+)[-_](\d+)$")
-
-
 def _builders() -> dict[str, Builder]:
     table: dict[str, Builder] = {"small_cnn": small_cnn}
-    for d in _RESNET_DEPTHS:
+    for d in RESNET_DEPTHS:
         table[f"resnet{d}"] = lambda c, i, w, d=d: resnet(d, c, i, w)
-    for d in _VGG:
+    for d in VGG_DEPTHS:
         table[f"vgg{d}"] = lambda c, i, w, d=d: vgg(d, c, i, w)
     return table
 
 
 ARCHS = _builders()
-
-
-def check_arch(name: str) -> None:
-    """Raise ``ValueError`` (pydantic turns it into a keyed message) for unknown names."""
-    match = _WRN.match(name)
-    if name in ARCHS:
-        return
-    if match and (int(match.group(1)) - 4) % 6 == 0:
-        return
-    known = ", ".join([*ARCHS, "wrn-<6n+4>-<k>"])
-    raise ValueError(f"unknown architecture '{name}' (known: {known})")
+assert tuple(ARCHS) == NAMES and set(_VGG) == set(VGG_DEPTHS)  # the names params accept
 
 
 def build_model(name: str, num_classes: int, in_channels: int, width: float = 1.0) -> Classifier:
@@ -191,7 +177,7 @@ def build_model(name: str, num_classes: int, in_channels: int, width: float = 1.
         check_arch(name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    match = _WRN.match(name)
+    match = WRN.match(name)
     if match:
         return wide_resnet(int(match.group(1)), int(match.group(2)), num_classes, in_channels,
                            width)
