@@ -37,8 +37,9 @@ TABLES = Path("results/tables")
 
 
 def _plan(params: Params) -> tuple[list[int], float]:
-    looks = params.claims.looks
-    return looks, (1 - params.claims.level) / len(looks)
+    from pipeline.results.claims import look_alpha
+
+    return params.claims.looks, look_alpha(params)
 
 
 def next_look(looks: list[int], seeds: list[int], undecided: int) -> str:
