@@ -18,7 +18,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_json
 from pipeline.core.runs import RunSpec
 from pipeline.train.runner import run
-from pipeline.train.tune import TUNE_DIR, apply, trial_config
+from pipeline.train.tune import TUNE_DIR, TUNE_MODELS, apply, trial_config
 
 
 def trials(method: str) -> None:
@@ -42,6 +42,8 @@ def trials(method: str) -> None:
                           val_nll=sum(r["val_nll"] for r in runs) / len(runs))
             print(f"[ilkd] tune {group}: {overrides} -> val_acc {record['val_acc']:.2f}")
         atomic_write_json(TUNE_DIR / method / f"trial-{index}.json", record)
+    # the stage's declared output: empty when tuning is off (no trial trained a model)
+    (TUNE_MODELS / method).mkdir(parents=True, exist_ok=True)
 
 
 def entry(argv: list[str] | None = None) -> None:

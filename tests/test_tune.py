@@ -101,3 +101,21 @@ def test_bad_tune_params(base_raw, edit, message):
     with pytest.raises(ConfigError) as info:
         parse_params(raw)
     assert message in str(info.value)
+
+
+def test_tuning_off_still_writes_the_stage_outputs(tmp_path, base_raw, monkeypatch):
+    """tune.enabled: false trains nothing, yet DVC needs every declared output of
+    tune@<method>: the trial records (marked skipped) and the (empty) models folder."""
+    import json
+
+    from stages.tune import trials
+
+    raw = copy.deepcopy(base_raw)
+    raw["tune"]["enabled"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    trials("ce")
+    records = sorted((tmp_path / "results/tune/ce").glob("trial-*.json"))
+    assert [json.loads(r.read_text())["skipped"] for r in records] == [True] * 3
+    assert (tmp_path / "models/tune/ce").is_dir()
+    assert not any((tmp_path / "models/tune/ce").iterdir())
