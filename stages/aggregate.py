@@ -22,15 +22,27 @@ RESULTS, TABLES, FIGURES = Path("results"), Path("results/tables"), Path("result
 
 
 def teacher_similarity(params) -> np.ndarray | None:
-    from pipeline.core.models import TEACHER_FILE, load_teacher
-    from pipeline.results.similarity import teacher_similarity_on
+    """The teacher's class similarity on the test split; with per-seed teachers the mean
+    over the reported seeds' teachers (each distinct file once)."""
+    import hashlib
 
-    if not TEACHER_FILE.is_file():
+    from pipeline.core.models import load_teacher
+    from pipeline.results.similarity import teacher_similarity_on
+    from pipeline.train.teachers import teacher_file
+
+    files = {hashlib.sha256(teacher_file(s).read_bytes()).hexdigest(): s
+             for s in params.seeds if teacher_file(s).is_file()}
+    if not files:
         return None
-    prepared = load_prepared(PREPARED_DIR)
-    teacher = load_teacher(TEACHER_FILE, prepared.meta["sha256"], prepared.num_classes,
-                           prepared.in_channels, params.teacher.model)
-    return teacher_similarity_on(teacher, prepared)
+    pool = load_prepared(PREPARED_DIR)
+    matrices = []
+    for seed in files.values():
+        prepared = pool.for_seed(seed)
+        teacher = load_teacher(teacher_file(seed), prepared.meta["sha256"],
+                               prepared.num_classes, prepared.in_channels,
+                               params.teacher.model, prepared.meta.get("subset_seed"))
+        matrices.append(teacher_similarity_on(teacher, prepared))
+    return np.mean(matrices, axis=0)
 
 
 def entry() -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pipeline.core.cli import main
 from pipeline.core.config import Params, load_params
@@ -16,6 +17,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.runs import STAGE_METHOD, VARIANT_STAGES, RunSpec
 from pipeline.methods import REGISTRY
 from pipeline.train.runner import run
+from pipeline.train.teachers import PER_SEED_RESULTS, summarise, teacher_specs
 from pipeline.train.tune import tuned_params
 
 STAGES = ("teacher", "baselines", "kd_ablation", "introspective", "tuned")
@@ -29,13 +31,24 @@ def allowed_methods(stage: str, params: Params) -> list[str]:
     return [STAGE_METHOD[stage]]
 
 
+def train_teachers(params: Params) -> dict:
+    """The fixed split's one teacher, or one per seed (``data.split_seed: per_seed``; their
+    summary in ``results/teacher``): :mod:`pipeline.train.teachers`."""
+    by_seed = {spec.seed: run(spec, params) for spec in teacher_specs(params)}
+    PER_SEED_RESULTS.mkdir(parents=True, exist_ok=True)  # a DVC output, empty when fixed
+    if params.data.per_seed:
+        return summarise(params, Path(), by_seed)
+    return next(iter(by_seed.values()))
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--method", help="baselines / tuned: which method")
     parser.add_argument("--variant", default="full", help="kd_ablation / introspective variant")
-    parser.add_argument("--seed", type=int, help="seed (teacher: teacher.seed)")
+    parser.add_argument("--seed", type=int, help="seed (teacher: teacher.seed, or every "
+                        "seed's own with data.split_seed: per_seed)")
     parser.add_argument("--params", default="params.yaml")
     return parser.parse_args(argv)
 
@@ -53,10 +66,12 @@ def entry(argv: list[str] | None = None) -> None:
                           f"(known: {', '.join(variants)})")
     if args.stage == "tuned":
         params = tuned_params(params, method)
-    seed = params.teacher.seed if args.stage == "teacher" else args.seed
-    if seed is None:
+    if args.stage == "teacher":
+        metrics = train_teachers(params)
+    elif args.seed is None:
         raise ConfigError(f"{args.stage}: --seed is required")
-    metrics = run(RunSpec(args.stage, method, args.variant, seed), params)
+    else:
+        metrics = run(RunSpec(args.stage, method, args.variant, args.seed), params)
     shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("test_acc", "test_nll", "test_ece")
                       if k in metrics)
     print(f"[ilkd] done: {shown}")

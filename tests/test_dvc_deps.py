@@ -9,6 +9,7 @@ forgotten there.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,12 @@ def test_teacher_free_stages_do_not_depend_on_the_teacher():
             FIXED_METHOD.get(words[3] if len(words) > 3 else "")
         if method and name != "teacher":
             needs = REGISTRY[method].teacher is Teacher.REQUIRED
-            assert ("models/teacher" in deps) == needs, name
+            teachers = [d for d in deps if Path(d) == Path("models/teacher")
+                        or Path("models/teacher") in Path(d).parents]
+            assert bool(teachers) == needs, name
+            seed = re.fullmatch(r".*-(\d+)", name)
+            if needs and seed:  # a seed's instance: its own seed's teacher, no other
+                assert teachers == [f"models/teacher/seed-{seed.group(1)}"], name
 
 
 @pytest.mark.parametrize(("path", "ignored"), [

@@ -87,6 +87,15 @@ def test_plan_counts_every_training_run():
                     "introspective": 3 * seeds, "tune": 10 * 3 * 1, "tuned": 10 * seeds}
     n, classes, shape = dataset_shape(params)
     assert (n, classes, shape) == (1347 - 10 * 10, 10, (1, 8, 8))
+    # the decided run: 4 baselines, 3 + 3 variants, no tuning but tuned@ce (at the defaults)
+    decide = preset("cifar10-decide")
+    count = {s: sum(r for t, _, r, _ in plan(decide) if t == s) for s, *_ in plan(decide)}
+    assert count == {"teacher": 1, "baselines": 20, "kd_ablation": 15, "introspective": 15,
+                     "tuned": 5}
+    # per-seed subsets: a teacher per reported and per tuning seed (3 + 1)
+    per_seed = params.model_copy(update={"data": params.data.model_copy(
+        update={"split_seed": "per_seed"})})
+    assert sum(r for s, _, r, _ in plan(per_seed) if s == "teacher") == 4
     cifar = preset("paper-cifar100")
     assert dataset_shape(cifar) == (50_000 - 50 * 100, 100, (3, 32, 32))
 

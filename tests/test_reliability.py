@@ -254,7 +254,7 @@ OTHER_CASES = [
     ("unknown variant", lambda r, w: ["kd_ablation", "--variant", "half", "--seed", "0"],
      "error: kd_ablation: unknown variant 'half'"),
     ("missing teacher", lambda r, w: ["kd_ablation", "--variant", "full", "--seed", "0"],
-     "models/teacher/model.pt: teacher model not found"),
+     "models/teacher/seed-0/model.pt: teacher model not found"),
     ("teacher arch mismatch", _teacher_mismatch, "teacher is small_cnn (width 0.25) but"),
     ("corrupt prepared data", _corrupt_data, "data/prepared/data.npz: checksum mismatch"),
     ("missing prepared data",

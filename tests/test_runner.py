@@ -69,7 +69,8 @@ def test_rerun_with_a_finished_checkpoint_reuses_the_run(workdir, mlflow_uri):
 
 def test_kd_without_teacher_fails_before_training(workdir):
     root, params = workdir
-    with pytest.raises(CheckpointError, match=r"models/teacher/model\.pt: teacher model not found"):
+    with pytest.raises(CheckpointError,
+                       match=r"models/teacher/seed-0/model\.pt: teacher model not found"):
         run(RunSpec("kd_ablation", "kd", "full", seed=0), params, root)
     assert not (root / "results").exists()
 

@@ -103,8 +103,22 @@ class DataConfig(Section):
     test_fraction: Probability = 0.25
     train_per_class: PositiveInt | None = None
     val_per_class: NonNegInt = 0
-    split_seed: int = 0
+    # an int: one validation split and training subset for every run; "per_seed": each
+    # seed draws its own (the pairs of a claim stay paired; docs/claims.md)
+    split_seed: int | Literal["per_seed"] = 0
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @property
+    def per_seed(self) -> bool:
+        return self.split_seed == "per_seed"
+
+    @model_validator(mode="after")
+    def _per_seed_draws_something(self) -> DataConfig:
+        if self.per_seed and not (self.train_per_class or self.val_per_class):
+            raise ValueError("data.split_seed: per_seed draws each seed's training subset "
+                             "and validation split; set data.train_per_class and/or "
+                             "data.val_per_class (with neither, every seed sees the same data)")
+        return self
 
 
 class ModelConfig(Section):

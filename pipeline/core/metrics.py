@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,4 +62,17 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = ECE_BINS) -> d
         out["count"].append(n)
         out["confidence"].append(float(conf.cpu()[in_bin].mean()) if n else 0.0)
         out["accuracy"].append(float(correct.cpu()[in_bin].mean()) if n else 0.0)
+    return out
+
+
+def pool_reliability(parts: Sequence[dict[str, list]]) -> dict[str, list]:
+    """The bins of several models' :func:`reliability_bins` pooled, as if their predictions
+    were one set: counts add up, confidence and accuracy are count-weighted means."""
+    out: dict[str, list] = {"lower": list(parts[0]["lower"]), "upper": list(parts[0]["upper"]),
+                            "count": [], "confidence": [], "accuracy": []}
+    for i in range(len(out["lower"])):
+        n = sum(p["count"][i] for p in parts)
+        out["count"].append(n)
+        for key in ("confidence", "accuracy"):
+            out[key].append(sum(p["count"][i] * p[key][i] for p in parts) / n if n else 0.0)
     return out

@@ -22,7 +22,6 @@ from pipeline.core.errors import CheckpointError, ConfigError
 if TYPE_CHECKING:
     from pipeline.core.config import ModelConfig
 
-TEACHER_FILE = Path("models/teacher/model.pt")  # the teacher stage's trained model
 
 
 class Classifier(nn.Module):
@@ -185,8 +184,9 @@ def build_model(name: str, num_classes: int, in_channels: int, width: float = 1.
 
 
 def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
-                 expected: ModelConfig) -> Any:
-    """Load the frozen teacher, checking it was trained on this data with this arch."""
+                 expected: ModelConfig, subset_seed: int | None = None) -> Any:
+    """Load the frozen teacher, checking it was trained on this data (with per-seed
+    subsets: on subset ``subset_seed``) with this arch."""
     if not path.is_file():
         raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` first")
     try:
@@ -201,6 +201,11 @@ def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
         )
     if meta["data_sha256"] != data_sha:
         raise CheckpointError(f"{path}: teacher was trained on other data; rerun `dvc repro teacher`")
+    if meta.get("subset_seed") != subset_seed:
+        raise CheckpointError(
+            f"{path}: teacher was trained on the training subset of seed "
+            f"{meta.get('subset_seed')}, this run's is seed {subset_seed} (a student may only "
+            "distil a teacher that saw its own images); rerun `dvc repro teacher`")
     model = build_model(meta["arch"], num_classes, in_channels, meta["width"])
     model.load_state_dict(saved["state_dict"]["student"])
     return model

@@ -18,7 +18,8 @@ class RunSpec:
     method: str
     variant: str = "full"
     seed: int = 0
-    group: str = ""  # tune: one folder per trial, holding a run per tuning seed
+    group: str = ""  # tune: one folder per trial, holding a run per tuning seed; teacher:
+    # "per_seed" for the teachers of data.split_seed: per_seed
 
     @classmethod
     def of(cls, stage: str, name: str, seed: int) -> RunSpec:
@@ -34,7 +35,9 @@ class RunSpec:
 
     @property
     def instance(self) -> str:
-        return "" if self.stage == "teacher" else f"{self.name}-{self.seed}"
+        if self.stage == "teacher":  # the one teacher, or a per-seed one (group "per_seed")
+            return f"seed-{self.seed}" if self.group else ""
+        return f"{self.name}-{self.seed}"
 
     @property
     def group_name(self) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.core.config import DataConfig, SyntheticConfig
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_write_bytes, atomic_write_json
-from pipeline.core.prepared import DATA_FILE, META_FILE, SPLITS
+from pipeline.core.prepared import DATA_FILE, META_FILE, SPLITS, carve
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -151,18 +151,6 @@ def load_imagefolder(cfg: DataConfig) -> tuple[dict[str, np.ndarray], list[str]]
 # ---------------------------------------------------------------- splitting
 
 
-def stratified_pick(y: np.ndarray, per_class: int, rng: np.random.Generator,
-                    what: str) -> np.ndarray:
-    """Indices of ``per_class`` random samples of every class (sorted)."""
-    picked = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        if len(idx) < per_class:
-            raise DataError(f"{what}: class {c} has only {len(idx)} samples, need {per_class}")
-        picked.append(rng.choice(idx, size=per_class, replace=False))
-    return np.sort(np.concatenate(picked))
-
-
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     from sklearn.model_selection import train_test_split
 
@@ -176,7 +164,8 @@ def build_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], list[str], dic
     extra: dict = {}
     if cfg.name == "digits":
         x, y, classes = load_digits_raw()
-        tr, te = stratified_split(y, cfg.test_fraction, cfg.split_seed)
+        # the test split never varies with the seed (per_seed draws train/val only)
+        tr, te = stratified_split(y, cfg.test_fraction, 0 if cfg.per_seed else cfg.split_seed)
         arrays = {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
     elif cfg.name == "synthetic":
         arrays = make_synthetic(cfg.synthetic)
@@ -187,17 +176,19 @@ def build_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], list[str], dic
     else:
         arrays, classes = load_imagefolder(cfg)
 
-    rng = np.random.default_rng(cfg.split_seed)
-    x, y = arrays["x_train"], arrays["y_train"]
-    val_idx = np.empty(0, dtype=np.int64)
-    if cfg.val_per_class:
-        val_idx = stratified_pick(y, cfg.val_per_class, rng, "data.val_per_class")
-    rest = np.setdiff1d(np.arange(len(y)), val_idx)
-    if cfg.train_per_class:
-        keep = stratified_pick(y[rest], cfg.train_per_class, rng, "data.train_per_class")
-        rest = rest[keep]
-    arrays["x_val"], arrays["y_val"] = x[val_idx], y[val_idx]
-    arrays["x_train"], arrays["y_train"] = x[rest], y[rest]
+    if not cfg.per_seed:  # per_seed: the pool stays whole; each run carves its own (Prepared.for_seed)
+        train_idx, val_idx = carve(arrays["y_train"], cfg.val_per_class, cfg.train_per_class,
+                                   np.random.default_rng(cfg.split_seed))
+        x, y = arrays["x_train"], arrays["y_train"]
+        arrays["x_val"], arrays["y_val"] = x[val_idx], y[val_idx]
+        arrays["x_train"], arrays["y_train"] = x[train_idx], y[train_idx]
+    else:  # the draw of seed 0, to fail here (not in a training stage) on a pool too small
+        train_idx, val_idx = carve(arrays["y_train"], cfg.val_per_class, cfg.train_per_class,
+                                   np.random.default_rng(0))
+        extra["per_seed_sizes"] = {"train": len(train_idx), "val": len(val_idx)}
+        shape = arrays["x_train"].shape[1:]
+        arrays["x_val"] = np.empty((0, *shape), dtype=arrays["x_train"].dtype)
+        arrays["y_val"] = np.empty(0, dtype=arrays["y_train"].dtype)
     return arrays, classes, extra
 
 

@@ -27,6 +27,7 @@ from pipeline.core.models import build_model
 from pipeline.methods import build_method
 from pipeline.methods.base import Method
 from pipeline.train.engine import Accel, accel_for, configure_runtime, prepare_models
+from pipeline.train.teachers import teacher_specs
 
 PLAIN = Accel()  # fp32, contiguous, eager
 
@@ -116,7 +117,8 @@ def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps:
 def plan(params: Params) -> list[tuple[str, str, int, int]]:
     """``(stage, method, runs, epochs)`` for every training stage of the DAG."""
     seeds, t = len(params.seeds), params.tune
-    rows = [("teacher", "ce", 1, params.teacher.train.epochs)]
+    teachers = len(teacher_specs(params))  # one, or one per seed (data.split_seed: per_seed)
+    rows = [("teacher", "ce", teachers, params.teacher.train.epochs)]
     rows += [("baselines", m, seeds, params.student.train.epochs) for m in params.baselines.methods]
     rows.append(("kd_ablation", "kd", seeds * len(params.kd_ablation.variants),
                  params.student.train.epochs))
@@ -125,7 +127,8 @@ def plan(params: Params) -> list[tuple[str, str, int, int]]:
     if t.enabled:
         rows += [("tune", m, len(t.trials) * len(t.seeds), params.student.train.epochs)
                  for m in t.all_methods]
-        rows += [("tuned", m, seeds, params.student.train.epochs) for m in t.all_methods]
+    # tune.enabled: false still trains the tuned rows, at the untuned values
+    rows += [("tuned", m, seeds, params.student.train.epochs) for m in t.all_methods]
     return rows
 
 

@@ -19,7 +19,7 @@ from pipeline.core.config import ModelConfig, Params, TrainConfig, fingerprint, 
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from pipeline.core.metrics import reliability_bins
-from pipeline.core.models import TEACHER_FILE, build_model, load_teacher
+from pipeline.core.models import build_model, load_teacher
 from pipeline.core.prepared import PREPARED_DIR, Prepared, load_prepared
 from pipeline.core.presets import load_preset
 from pipeline.core.runs import RunSpec
@@ -28,6 +28,7 @@ from pipeline.methods import REGISTRY, Teacher, build_method
 from pipeline.methods.base import Method
 from pipeline.train import distributed, engine
 from pipeline.train.report import save_figure, training_curves, write_matrix
+from pipeline.train.teachers import publish, teacher_file, teacher_spec
 from pipeline.train.tune import tuned_params
 
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
@@ -64,16 +65,18 @@ class Setup:
 def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
     if spec.method not in REGISTRY:
         raise ConfigError(f"unknown method '{spec.method}' (known: {', '.join(REGISTRY)})")
-    prepared = load_prepared(root / PREPARED_DIR)
+    prepared = load_prepared(root / PREPARED_DIR).for_seed(spec.seed)
     model_cfg, train_cfg = ((params.teacher.model, params.teacher.train)
                             if spec.stage == "teacher" else
                             (params.student.model, params.student.train))
     teacher, teacher_sha, teacher_run = None, None, None
     if REGISTRY[spec.method].teacher is Teacher.REQUIRED:
-        teacher = load_teacher(root / TEACHER_FILE, prepared.meta["sha256"],
-                               prepared.num_classes, prepared.in_channels, params.teacher.model)
-        teacher_run = _run_id(root / RunSpec("teacher", "ce").folder() / RUN_FILE)
-        teacher_sha = hashlib.sha256((root / TEACHER_FILE).read_bytes()).hexdigest()
+        source = root / teacher_file(spec.seed)
+        teacher = load_teacher(source, prepared.meta["sha256"], prepared.num_classes,
+                               prepared.in_channels, params.teacher.model,
+                               prepared.meta.get("subset_seed"))
+        teacher_run = _run_id(root / teacher_spec(params, spec.seed).folder() / RUN_FILE)
+        teacher_sha = hashlib.sha256(source.read_bytes()).hexdigest()
     engine.seed_everything(spec.seed)
     method = build_method(spec.method, params, lambda: build_model(
         model_cfg.arch, prepared.num_classes, prepared.in_channels, model_cfg.width),
@@ -278,9 +281,14 @@ def write_outputs(s: Setup, data: engine.DeviceData, history: list[dict[str, flo
         "state_dict": {k: m.state_dict() for k, m in method.models.items()},
         "meta": {"arch": s.model_cfg.arch, "width": s.model_cfg.width,
                  "data_sha256": s.prepared.meta["sha256"], "method": spec.method,
-                 "variant": spec.variant, "seed": spec.seed},
+                 "variant": spec.variant, "seed": spec.seed,
+                 # per_seed: the subset it saw (a KD student checks its teacher saw its own)
+                 **({"subset_seed": s.prepared.meta["subset_seed"]}
+                    if "subset_seed" in s.prepared.meta else {})},
     })  # no run id, no wall time: every DVC output but mlflow_run.json is a pure function of
     # code, data, params and seed, so `git diff dvc.lock` shows only results that changed
+    if spec.stage == "teacher":  # models/teacher/seed-<s>: what each student distils
+        publish(s.params, spec, s.root)
     atomic_write_csv(results / "history.csv",
                      [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in history])
     model = next(iter(method.evaluated().values()))  # DML: peer0

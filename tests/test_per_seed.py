@@ -1,0 +1,143 @@
+"""``data.split_seed: per_seed``: each seed draws its own training subset and validation
+split, and a KD student learns only from a teacher trained on its own subset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline.core.config import DataConfig, ModelConfig, parse_params
+from pipeline.core.errors import CheckpointError, DataError
+from pipeline.core.models import build_model, load_teacher
+from pipeline.core.prepared import load_prepared
+from pipeline.prepare.datasets import prepare
+from pipeline.tools.parallel import label
+from pipeline.train.teachers import distilling_seeds, teacher_specs
+
+from .conftest import tiny_raw
+from .helpers import dvc, make_dvc_project, seed_runs, sh
+
+
+def _pool(tmp_path: Path, **data) -> Path:
+    cfg = DataConfig(name="digits", val_per_class=5, train_per_class=20, split_seed="per_seed",
+                     **data)
+    prepare(cfg, tmp_path)
+    return tmp_path
+
+
+def _rows(x: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in x}
+
+
+def test_each_seed_draws_its_own_stratified_subset(tmp_path):
+    pool = load_prepared(_pool(tmp_path))
+    assert pool.per_seed and len(pool.y("val")) == 0
+    assert len(pool.y("train")) == 1347  # digits' stratified 75% train split, uncarved
+    a, again, b = pool.for_seed(0), pool.for_seed(0), pool.for_seed(1)
+    for part in (a, b):
+        assert np.bincount(part.y("train")).tolist() == [20] * 10  # per class, every class
+        assert np.bincount(part.y("val")).tolist() == [5] * 10
+        assert not _rows(part.x("train")) & _rows(part.x("val"))  # disjoint
+        assert _rows(part.x("train")) <= _rows(pool.x("train"))
+        assert np.array_equal(part.x("test"), pool.x("test"))  # the test split never varies
+    # one seed, one subset (the runs of a seed stay paired); another seed, another subset
+    assert np.array_equal(a.x("train"), again.x("train"))
+    assert len(_rows(a.x("train")) & _rows(b.x("train"))) < 40
+    assert (a.meta["subset_seed"], b.meta["subset_seed"]) == (0, 1)
+    assert a.meta["sha256"] == pool.meta["sha256"]  # the teacher check reads the pool's
+
+
+def test_a_fixed_split_is_the_same_for_every_seed(tmp_path):
+    prepare(DataConfig(name="digits", val_per_class=5, train_per_class=20), tmp_path)
+    fixed = load_prepared(tmp_path)
+    assert fixed.for_seed(3) is fixed and len(fixed.y("train")) == 200
+
+
+def test_per_seed_is_refused_where_it_would_draw_nothing():
+    with pytest.raises(ValueError, match="data.split_seed: per_seed draws"):
+        DataConfig(name="digits", split_seed="per_seed")
+    with pytest.raises(ValueError, match="split_seed"):
+        DataConfig(name="digits", split_seed="each")
+
+
+def test_a_pool_too_small_fails_in_prepare(tmp_path):
+    with pytest.raises(DataError, match="data.train_per_class: class 0 has only"):
+        _pool(tmp_path, test_fraction=0.9)
+
+
+def test_teachers_follow_the_split(base_raw):
+    fixed = parse_params(tiny_raw(base_raw, seeds=[0, 1]), "t")
+    assert [(s.seed, s.group) for s in teacher_specs(fixed)] == [(0, "")]
+    raw = tiny_raw(base_raw, seeds=[0, 1])
+    raw["data"]["split_seed"] = "per_seed"
+    per_seed = parse_params(raw, "t")
+    # KD is tuned on seed 100: it needs a teacher of its own subset too
+    assert distilling_seeds(per_seed) == [0, 1, 100]
+    assert [s.folder("models").as_posix() for s in teacher_specs(per_seed)] == [
+        f"models/teacher/per_seed/seed-{s}" for s in (0, 1, 100)]
+    raw["tune"]["enabled"] = False
+    assert distilling_seeds(parse_params(raw, "t")) == [0, 1]
+
+
+def test_a_student_refuses_a_teacher_of_another_subset(tmp_path):
+    model = build_model("small_cnn", 10, 1, 0.25)
+    path = tmp_path / "model.pt"
+    meta = {"arch": "small_cnn", "width": 0.25, "data_sha256": "abc", "subset_seed": 1}
+    torch.save({"state_dict": {"student": model.state_dict()}, "meta": meta}, path)
+    cfg = ModelConfig(arch="small_cnn", width=0.25)
+    assert load_teacher(path, "abc", 10, 1, cfg, subset_seed=1) is not None
+    with pytest.raises(CheckpointError, match="subset of seed 1, this run's is seed 2"):
+        load_teacher(path, "abc", 10, 1, cfg, subset_seed=2)
+    with pytest.raises(CheckpointError, match="subset of seed 1, this run's is seed None"):
+        load_teacher(path, "abc", 10, 1, cfg)  # a fixed-split student
+
+
+@pytest.mark.slow
+def test_per_seed_dag_pairs_teachers_and_adds_seeds_incrementally(tmp_path, base_raw,
+                                                                   migrated_db):
+    raw = tiny_raw(base_raw, seeds=[0, 1])
+    raw["data"].update(split_seed="per_seed", train_per_class=20)
+    raw["baselines"]["methods"] = ["ce"]
+    raw["kd_ablation"]["variants"] = ["full"]
+    raw["introspective_ablation"]["variants"] = ["full"]
+    raw["tune"].update(enabled=False, methods=["ce"], teacher_methods=[])
+    root = make_dvc_project(tmp_path / "proj", raw, migrated_db)
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
+    dvc(root, "repro")
+
+    pool = load_prepared(root / "data/prepared")
+    for seed in (0, 1):
+        saved = torch.load(root / f"models/teacher/seed-{seed}/model.pt", weights_only=False)
+        assert saved["meta"]["subset_seed"] == seed
+    teachers = json.loads((root / "results/teacher/metrics.json").read_text())
+    assert teachers["teachers"] == 2 and set(teachers["test_acc_by_seed"]) == {"0", "1"}
+    mean = sum(teachers["test_acc_by_seed"].values()) / 2
+    assert teachers["test_acc"] == pytest.approx(mean)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = {r.info.run_name: r for r in seed_runs(client)}
+    for seed in (0, 1):
+        teacher_run = runs[f"teacher@per_seed/seed-{seed}"].info.run_id
+        assert runs[f"kd_ablation@full-{seed}"].data.tags["teacher_run_id"] == teacher_run
+    subsets = {s: pool.for_seed(s) for s in (0, 1)}
+    assert not np.array_equal(subsets[0].x("train"), subsets[1].x("train"))
+
+    # a planned look: a third seed trains its teacher and its students, nothing else
+    params = root / "params.yaml"
+    raw["seeds"] = [0, 1, 2]
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = dvc(root, "repro").stdout
+    ran = {label(line.split("'")[1]) for line in out.splitlines()
+           if line.startswith("Running stage")}
+    assert ran == {"teacher", "baselines@ce-2", "kd_ablation@full-2", "introspective@full-2",
+                   "tuned@ce-2", "aggregate"}
+    names = [r.info.run_name for r in seed_runs(client) if r.data.tags.get("stage") == "teacher"]
+    assert sorted(names) == [f"teacher@per_seed/seed-{s}" for s in (0, 1, 2)]  # none retrained
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
