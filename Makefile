@@ -61,8 +61,10 @@ bench: install
 preset: install
 	$(PY) -m pipeline.tools.presets use $(P)
 
+# make estimate ARGS="-j 2" (or ARGS="--gpus 4 --per-gpu 2"): wall time on that many workers
+ARGS ?=
 estimate: install
-	$(PY) -m pipeline.tools.estimate
+	$(PY) -m pipeline.tools.estimate $(ARGS)
 
 test: install
 	$(PY) -m pytest -q

@@ -33,12 +33,12 @@ print(torch.cuda.get_device_name(0) if ok else 'torch sees no CUDA device'); sys
         | tee "$out/device.txt" || { echo "!! DEVICE=cuda but torch sees no GPU"; exit 3; }
     size=(--rounds 20)
     tests=(-m pytest -q tests/test_fastpath.py)
-    estimate=(--preset paper-cifar10 --steps 3)
+    estimate=(--preset paper-cifar10 --steps 3 --gpus 1 --per-gpu 4)
 else
     echo "CPU dry run: tiny sizes, the same arguments" | tee "$out/device.txt"
     size=(--rounds 2 --arch small_cnn --batch 8)
     tests=(-m pytest -q --collect-only tests/test_fastpath.py)
-    estimate=(--preset quick --steps 1)
+    estimate=(--preset quick --steps 1 -j 2)
 fi
 
 step 150 tests "$py" "${tests[@]}"

@@ -25,7 +25,8 @@ def test_the_device_checks_cpu_dry_run_passes_every_step(tmp_path):
     assert {"tests", "throughput-fp32", "throughput-amp", "throughput-compile", "il-overhead",
             "estimate"} <= steps
     assert "| ce |" in (tmp_path / "throughput-compile.txt").read_text()
-    assert "**total**" in (tmp_path / "estimate.txt").read_text()
+    estimate = (tmp_path / "estimate.txt").read_text()
+    assert "**total**" in estimate and "wall time on 2 worker(s)" in estimate
 
 
 def test_the_device_check_fails_loudly_without_a_gpu(tmp_path):

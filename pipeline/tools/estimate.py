@@ -26,6 +26,8 @@ from pipeline.core.config import Params, load_params
 from pipeline.core.models import build_model
 from pipeline.methods import build_method
 from pipeline.methods.base import Method
+from pipeline.tools.parallel import positive
+from pipeline.tools.schedule import Task, critical_path, makespan
 from pipeline.train.engine import Accel, accel_for, configure_runtime, prepare_models
 from pipeline.train.teachers import teacher_specs
 
@@ -132,6 +134,48 @@ def plan(params: Params) -> list[tuple[str, str, int, int]]:
     return rows
 
 
+def dag_tasks(params: Params, epoch_seconds: Callable[[str, str], float]) -> list[Task]:
+    """The DAG's training stage instances as tasks (``epoch_seconds(role, method)``), with
+    the edges that order them: KD waits for its seed's teacher, the tuned rows for
+    ``tune_select`` (which waits for every tuning stage)."""
+    t, student = params.tune, params.student.train.epochs
+    specs = teacher_specs(params)
+    teacher = [Task(spec.run_name, params.teacher.train.epochs * epoch_seconds("teacher", "ce"))
+               for spec in specs]
+    # the teacher stage trains its teachers one after another: a chain
+    teacher = [Task(x.name, x.seconds, (teacher[i - 1].name,) if i else ())
+               for i, x in enumerate(teacher)]
+    last_teacher = (teacher[-1].name,)
+    tasks = list(teacher)
+
+    def run(name: str, method: str, runs: int = 1, after: tuple[str, ...] = ()) -> Task:
+        return Task(name, runs * student * epoch_seconds("student", method), after)
+    for seed in params.seeds:
+        tasks += [run(f"baselines@{m}-{seed}", m) for m in params.baselines.methods]
+        tasks += [run(f"kd_ablation@{v}-{seed}", "kd", after=last_teacher)
+                  for v in params.kd_ablation.variants]
+        tasks += [run(f"introspective@{v}-{seed}", "introspective")
+                  for v in params.introspective_ablation.variants]
+    tuning = []
+    if t.enabled:
+        trials = len(t.trials) * len(t.seeds)
+        tuning = [run(f"tune@{m}", m, trials) for m in t.methods]
+        tuning += [run(f"tune_with_teacher@{m}", m, trials, last_teacher)
+                   for m in t.teacher_methods]
+    tasks += tuning
+    tasks.append(Task("tune_select", 0.0, tuple(x.name for x in tuning)))
+    for seed in params.seeds:
+        tasks += [run(f"tuned@{m}-{seed}", m, after=("tune_select",)) for m in t.methods]
+        tasks += [run(f"tuned_with_teacher@{m}-{seed}", m,
+                      after=("tune_select", *last_teacher)) for m in t.teacher_methods]
+    return tasks
+
+
+def span(seconds: float) -> str:
+    """``1.3 h`` or ``42 min``."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def entry(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,7 +183,13 @@ def entry(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default=None, help="a preset instead (presets/<name>.yaml "
                         "over quick.yaml), e.g. paper-cifar10")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("-j", "--jobs", type=positive, default=None,
+                        help="workers on this machine (as `parallel -j`)")
+    parser.add_argument("--gpus", type=positive, default=None, help="GPUs (as `parallel --gpus`)")
+    parser.add_argument("--per-gpu", type=positive, default=1,
+                        help="runs packed on each GPU (as `parallel --per-gpu`)")
     args = parser.parse_args(argv)
+    workers = args.jobs or (args.gpus * args.per_gpu if args.gpus else 1)
     if args.preset:
         from pipeline.tools.presets import load_preset
 
@@ -168,6 +218,13 @@ def entry(argv: list[str] | None = None) -> None:
         total_hours += hours
         print(f"| {stage} | {method} | {runs} | {epochs} | {cache[key]:.2f} | {hours:.2f} |")
     print(f"| **total** | | **{total_runs}** | | | **{total_hours:.1f}** |")
+    tasks = dag_tasks(params, lambda role, method: cache[(role, method)])
+    wall, longest = makespan(tasks, workers), max(critical_path(tasks).values())
+    print(f"\nwall time on {workers} worker(s) (an estimate): {span(wall)}; no schedule "
+          f"finishes before max(critical path {span(longest)}, device-hours / workers "
+          f"{span(total_hours * 3600 / workers)}). It assumes workers that do not slow each other "
+          "(packed runs share a GPU: benchmarks/device_check.sh measures how much) and leaves "
+          "out evaluation, start-up and DVC's bookkeeping.")
 
 
 if __name__ == "__main__":

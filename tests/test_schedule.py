@@ -1,0 +1,58 @@
+"""The wall-time estimate's scheduler against schedules worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.tools.schedule import Task, critical_path, makespan
+
+
+def test_independent_tasks_fill_the_workers():
+    tasks = [Task("a", 3), Task("b", 2), Task("c", 2)]
+    # a on worker 1 (0-3); b on worker 2 (0-2), then c (2-4)
+    assert makespan(tasks, 2) == 4
+    assert makespan(tasks, 1) == 7
+    assert makespan(tasks, 3) == 3
+
+
+def test_the_longest_remaining_path_goes_first():
+    # teacher 5 -> kd 5; two free runs of 4. Critical path first: teacher and f1 at 0,
+    # f2 at 4 (ends 8), kd at 5 (ends 10). Free runs first would end at 4 + 5 + 5 = 14.
+    tasks = [Task("f1", 4), Task("f2", 4), Task("teacher", 5), Task("kd", 5, ("teacher",))]
+    assert critical_path(tasks) == {"f1": 4, "f2": 4, "teacher": 10, "kd": 5}
+    assert makespan(tasks, 2) == 10
+
+
+def test_a_join_waits_for_all_its_parents():
+    tasks = [Task("t1", 1), Task("t2", 3), Task("select", 0, ("t1", "t2")),
+             Task("r1", 2, ("select",)), Task("r2", 2, ("select",))]
+    assert makespan(tasks, 2) == 5  # select at 3; r1 and r2 side by side
+    assert makespan(tasks, 1) == 8
+
+
+def test_bad_graphs_are_refused():
+    with pytest.raises(ValueError, match="unknown tasks"):
+        makespan([Task("a", 1, ("ghost",))], 1)
+    with pytest.raises(ValueError, match="cycle"):
+        makespan([Task("a", 1, ("b",)), Task("b", 1, ("a",))], 1)
+    with pytest.raises(ValueError, match="workers"):
+        makespan([Task("a", 1)], 0)
+
+
+def test_the_estimate_orders_the_dag(base_raw):
+    from pipeline.core.config import parse_params
+    from pipeline.tools.estimate import dag_tasks, plan
+
+    params = parse_params(base_raw, "t")
+    tasks = dag_tasks(params, lambda role, method: 10.0 if role == "teacher" else 1.0)
+    by_name = {t.name: t for t in tasks}
+    # as many training tasks as plan() counts runs (a tune stage holds its trials)
+    stages = [t for t in tasks if t.name != "tune_select"]
+    assert len(stages) == sum(r for s, _, r, _ in plan(params) if s != "tune") + len(
+        params.tune.all_methods)
+    assert by_name["kd_ablation@full-0"].after == ("teacher",)
+    assert by_name["tuned_with_teacher@kd-1"].after == ("tune_select", "teacher")
+    assert set(by_name["tune_select"].after) == {f"tune@{m}" for m in params.tune.methods} | {
+        "tune_with_teacher@kd"}
+    epochs = params.student.train.epochs
+    assert by_name["tune@ce"].seconds == len(params.tune.trials) * epochs  # 1 s per epoch
