@@ -7,18 +7,15 @@ training stages never depend on it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.core.cli import main
 from pipeline.core.config import load_params
 from pipeline.core.io import atomic_write_json
-from pipeline.core.prepared import PREPARED_DIR, load_prepared
+from pipeline.core.paths import FIGURES, PREPARED_DIR, RESULTS, TABLES
+from pipeline.core.prepared import load_prepared
 from pipeline.core.tracking import RUN_FILE, Tracker
 from pipeline.results.write import write_all
-
-RESULTS, TABLES, FIGURES = Path("results"), Path("results/tables"), Path("results/figures")
 
 
 def teacher_similarity(params) -> np.ndarray | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.core.cli import main
 from pipeline.core.config import load_params
-from pipeline.core.prepared import PREPARED_DIR
+from pipeline.core.paths import PREPARED_DIR
 from pipeline.prepare.datasets import prepare
 
 

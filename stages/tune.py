@@ -16,9 +16,10 @@ from pipeline.core.cli import main
 from pipeline.core.config import load_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_json
+from pipeline.core.paths import TUNE_DIR, TUNE_MODELS
 from pipeline.core.runs import RunSpec
 from pipeline.train.runner import run
-from pipeline.train.tune import TUNE_DIR, TUNE_MODELS, apply, trial_config
+from pipeline.train.tune import apply, trial_config
 
 
 def trials(method: str) -> None:

@@ -9,8 +9,8 @@ import math
 
 from pipeline.core.cli import main
 from pipeline.core.config import load_params
+from pipeline.core.paths import TUNE_DIR, TUNED_FILE
 from pipeline.results.selection import read_trials, select, write_tuned
-from pipeline.train.tune import TUNE_DIR, TUNED_FILE
 
 
 def entry() -> None:

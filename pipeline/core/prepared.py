@@ -18,7 +18,6 @@ import numpy as np
 
 from pipeline.core.errors import DataError
 
-PREPARED_DIR = Path("data/prepared")
 DATA_FILE = "data.npz"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")

@@ -13,8 +13,8 @@ from typing import Any
 
 from pipeline.core.config import Params, parse_params
 from pipeline.core.errors import ConfigError
+from pipeline.core.paths import PRESETS
 
-PRESETS = Path("presets")
 BASE = "quick"
 
 

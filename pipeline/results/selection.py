@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.train.tune import TUNED_FILE
+from pipeline.core.paths import TUNED_FILE
 
 
 def select(trials: list[dict[str, Any]]) -> dict[str, Any]:

@@ -31,9 +31,8 @@ from scipy import stats
 from pipeline.core.cli import main as cli_main
 from pipeline.core.config import Params, load_params, parse_params
 from pipeline.core.errors import ConfigError
+from pipeline.core.paths import TABLES
 from pipeline.results.decide import decide_summary
-
-TABLES = Path("results/tables")
 
 
 def _plan(params: Params) -> tuple[list[int], float]:

@@ -50,6 +50,7 @@ from typing import Any
 
 from pipeline.core.cli import main as cli_main
 from pipeline.core.errors import ConfigError
+from pipeline.core.paths import RUNNER_DIR
 from pipeline.tools.guard import die_with_parent
 from pipeline.tools.report import lock_files
 from pipeline.tools.warm import WarmServer
@@ -57,7 +58,7 @@ from pipeline.tools.warm import WarmServer
 # DVC versions whose internals this runner uses (repo.index.graph, stage.changed(), the
 # wording of its log lines) were tested with: major.minor
 TESTED_DVC = ("3.67",)
-LOG_DIR = Path(".dvc/tmp/parallel")
+LOG_DIR = RUNNER_DIR
 DVC = [sys.executable, "-m", "dvc"]
 GUARD = [sys.executable, "-m", "pipeline.tools.guard", "--"]
 

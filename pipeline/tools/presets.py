@@ -22,7 +22,8 @@ from pipeline.core.cli import main as cli_main
 from pipeline.core.config import Params, parse_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
-from pipeline.core.presets import BASE, PRESETS, available, load_preset, merge
+from pipeline.core.paths import PARAMS, PRESETS
+from pipeline.core.presets import BASE, available, load_preset, merge
 
 __all__ = ["BASE", "PRESETS", "available", "load_preset", "render", "use"]
 
@@ -77,7 +78,7 @@ def render(name: str, folder: Path = PRESETS) -> str:
     return _render(name, folder)[0]
 
 
-def use(name: str, target: Path = Path("params.yaml"), folder: Path = PRESETS) -> None:
+def use(name: str, target: Path = PARAMS, folder: Path = PRESETS) -> None:
     text = render(name, folder)
     atomic_write_text(target, text)
     print(f"[ilkd] {target} <- {folder / f'{name}.yaml'} over {BASE}.yaml; "

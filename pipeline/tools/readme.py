@@ -14,14 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.tools.report import REPORTS
+from pipeline.core.paths import README, REPORTS, RESULTS_DOC
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # profile -> markers in docs/results.md; the quick profile keeps the original ones
 BLOCKS = {"quick": (START, END),
           "cifar10-cpu": ("<!-- cifar10-cpu:start -->", "<!-- cifar10-cpu:end -->")}
 CLAIMS = ("cifar10-cpu", "<!-- claims:start -->", "<!-- claims:end -->")  # in README.md
-RESULTS = Path("docs/results.md")
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),
@@ -64,8 +63,8 @@ def claims_table(folder: Path) -> str:
     return claims if end < 0 else claims[:end + 1]
 
 
-def main(readme: Path = Path("README.md"), reports: Path = REPORTS,
-         results: Path = RESULTS) -> None:
+def main(readme: Path = README, reports: Path = REPORTS,
+         results: Path = RESULTS_DOC) -> None:
     text, done = results.read_text(), []
     for profile, (start, end) in BLOCKS.items():
         folder = reports / profile

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import yaml
 
-REPORTS = Path("reports")
+from pipeline.core.paths import FIGURES, PARAMS, PREPARED_DIR, REPORTS, TABLES
+from pipeline.core.prepared import META_FILE
+
 CODE = ("pipeline", "stages", "dvc.yaml", "dag/*/dvc.yaml")  # what decides the results
-TABLES, FIGURES = Path("results/tables"), Path("results/figures")
 
 
-def profile_of(params: Path = Path("params.yaml")) -> str:
+def profile_of(params: Path = PARAMS) -> str:
     return str(yaml.safe_load(params.read_text())["profile"])
 
 
@@ -75,7 +76,7 @@ def _git(*args: str) -> str:
         return ""
 
 
-def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
+def save(params: Path = PARAMS, reports: Path = REPORTS) -> Path:
     if not (TABLES / "all_tables.md").is_file():
         raise SystemExit(f"error: {TABLES / 'all_tables.md'} not found; run `dvc repro` first")
     target = reports / profile_of(params)
@@ -91,7 +92,7 @@ def save(params: Path = Path("params.yaml"), reports: Path = REPORTS) -> Path:
     for lock in lock_files():  # every output's md5: which runs these tables came from
         (staging / lock).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(lock, staging / lock)
-    meta = json.loads(Path("data/prepared/meta.json").read_text())
+    meta = json.loads((PREPARED_DIR / META_FILE).read_text())
     provenance = {"commit": _git("rev-parse", "HEAD"),
                   "code_changed_since_commit": bool(_git("status", "--porcelain", "--", *CODE)),
                   "dataset": meta["dataset"], "dataset_sha256": meta["sha256"],

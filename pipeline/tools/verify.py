@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.tools.report import REPORTS, TABLES, profile_of
+from pipeline.core.paths import REPORTS, TABLES
+from pipeline.tools.report import profile_of
 
 # largest difference still "within seed noise", by column prefix (table units)
 TOLERANCES = {"test_acc": 2.0, "test_top5": 1.0, "d_acc": 2.0, "test_nll": 0.1,

@@ -20,7 +20,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from pipeline.core.metrics import reliability_bins
 from pipeline.core.models import build_model, load_teacher
-from pipeline.core.prepared import PREPARED_DIR, Prepared, load_prepared
+from pipeline.core.paths import PREPARED_DIR
+from pipeline.core.prepared import Prepared, load_prepared
 from pipeline.core.presets import load_preset
 from pipeline.core.runs import RunSpec
 from pipeline.core.tracking import RUN_FILE, NullTracker, Tracker, update_parent

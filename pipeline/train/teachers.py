@@ -21,10 +21,10 @@ from typing import Any
 
 from pipeline.core.config import Params
 from pipeline.core.io import atomic_write_csv, atomic_write_json
+from pipeline.core.paths import TEACHER_DIR
 from pipeline.core.runs import RunSpec
 from pipeline.core.tracking import RUN_FILE
 
-TEACHER_DIR = Path("models/teacher")
 PER_SEED = "per_seed"  # the group (folder) of per-seed teachers
 PER_SEED_RESULTS = RunSpec("teacher", "ce", "full", 0, group=PER_SEED).folder().parent
 

@@ -20,10 +20,7 @@ import yaml
 
 from pipeline.core.config import Params, parse_params
 from pipeline.core.errors import ConfigError
-
-TUNED_FILE = Path("params_tuned.yaml")
-TUNE_DIR = Path("results/tune")  # tune@<method> writes <method>/trial-<k>.json here
-TUNE_MODELS = Path("models/tune")  # ... and its trials' models below <method>/ (DVC's output)
+from pipeline.core.paths import TUNED_FILE
 
 
 def search_space(params: Params, method: str) -> list[dict[str, dict[str, Any]]]:
