@@ -69,9 +69,10 @@ estimate: install
 test: install
 	$(PY) -m pytest -q
 
-# the edit loop: everything but the end-to-end `dvc repro` tests (what CI runs is `make test`)
+# the edit loop: tests/unit only, seconds to a few minutes (what CI runs is `make test`:
+# also tests/integration, DVC projects and MLflow stores, and tests/system, processes)
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q tests/unit
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,7 @@
 # (the whole stays under 8 minutes), prints as it goes and writes its output to $OUT/<step>.txt.
 #   bash benchmarks/device_check.sh              # on the GPU machine (after make install)
 #   DEVICE=cpu bash benchmarks/device_check.sh   # the same steps at tiny sizes: a dry run that
-#                                                # CI runs (tests/test_benchmarks.py), so the
+#                                                # CI runs (tests/system/test_device_check.py), so the
 #                                                # arguments below cannot rot
 # Exit status: 0 when every step passed, 1 otherwise (3 when DEVICE=cuda finds no GPU).
 set -uo pipefail
@@ -32,12 +32,12 @@ if [ "$device" = cuda ]; then
 print(torch.cuda.get_device_name(0) if ok else 'torch sees no CUDA device'); sys.exit(0 if ok else 3)" \
         | tee "$out/device.txt" || { echo "!! DEVICE=cuda but torch sees no GPU"; exit 3; }
     size=(--rounds 20)
-    tests=(-m pytest -q tests/test_fastpath.py)
+    tests=(-m pytest -q tests/unit/test_fastpath.py)
     estimate=(--preset paper-cifar10 --steps 3 --gpus 1 --per-gpu 4)
 else
     echo "CPU dry run: tiny sizes, the same arguments" | tee "$out/device.txt"
     size=(--rounds 2 --arch small_cnn --batch 8)
-    tests=(-m pytest -q --collect-only tests/test_fastpath.py)
+    tests=(-m pytest -q --collect-only tests/unit/test_fastpath.py)
     estimate=(--preset quick --steps 1 -j 2)
 fi
 

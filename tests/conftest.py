@@ -1,8 +1,12 @@
-"""Shared fixtures: valid params, a pre-migrated MLflow store, tiny prepared data."""
+"""Shared fixtures: valid params, a pre-migrated MLflow store, tiny prepared data.
+
+The folders say what a test needs: ``unit/`` nothing but the library (seconds);
+``integration/`` a DVC project or MLflow store in ``tmp_path``; ``system/`` processes
+(the warm server, the parallel runner, DVC's queue, torchrun, PostgreSQL, signals).
+Everything outside ``unit/`` is marked ``slow`` here, by folder."""
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 from pathlib import Path
@@ -10,27 +14,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from .helpers import REPO, tiny_raw
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+SLOW_FOLDERS = ("integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def base_raw() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def tiny_raw(base: dict, **sections) -> dict:
-    """The repo's params shrunk to seconds: tiny models, 2 epochs, progress off."""
-    raw = copy.deepcopy(base)
-    raw["seeds"] = [0]
-    raw["runtime"]["progress"] = False
-    raw["data"]["train_per_class"] = 20
-    for role in ("teacher", "student"):
-        raw[role]["model"] = {"arch": "small_cnn", "width": 0.25}
-        raw[role]["train"]["epochs"] = 2
-    for key, value in sections.items():
-        raw[key] = value
-    return raw
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Every path the stages and tools share, relative to the repository root (DVC runs each
 stage there). ``dvc.yaml`` and ``dag/*/dvc.yaml`` spell the same paths for DVC;
-``tests/test_dvc_deps.py`` keeps the two in step where a stage reads or writes them."""
+``tests/integration/test_dvc_deps.py`` keeps the two in step where a stage reads or writes them."""
 
 from __future__ import annotations
 

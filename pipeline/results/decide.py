@@ -108,7 +108,7 @@ def decide_summary(n: int, mean: float, sd: float, margin: float,
 
 def _interval(mean: float, se: float, n: int, level: float) -> tuple[float, float]:
     """The two-sided t-interval (what scipy's ``ttest_1samp(...).confidence_interval``
-    gives from the raw differences; tests/test_decide.py checks they agree)."""
+    gives from the raw differences; tests/unit/test_decide.py checks they agree)."""
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
     return mean - half, mean + half
 

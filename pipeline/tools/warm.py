@@ -17,7 +17,7 @@ What stays honest:
   third-party libraries are shared.
 * Nothing runs in the server but imports: no torch op, no CUDA, no OpenMP pool, no MLflow
   store, so a child starts as a fresh process would (CUDA_VISIBLE_DEVICES and the thread
-  count are the child's own; tests/test_warm.py checks byte-identical metrics).
+  count are the child's own; tests/system/test_warm.py checks byte-identical metrics).
 * Without the server (plain ``dvc repro``, ``dvc exp run``, a cluster worker) or when it
   cannot be reached, the stage runs in its own process as before.
 * A signal to the stage's process (Ctrl-C, DVC stopping) is forwarded to the child, so

@@ -274,7 +274,7 @@ def make_sgd(params: list[Tensor], cfg: TrainConfig, device: torch.device) -> An
     """torch's SGD with its multi-tensor (foreach) update on CUDA, the well-kept fast path
     there; on the CPU the engine's own SGD, the same math without torch.optim's import of
     torch._dynamo (~2 s per stage process). Their state_dicts load into each other, so a
-    checkpoint moves between devices (tests/test_engine.py: bit for bit on the CPU)."""
+    checkpoint moves between devices (tests/unit/test_engine.py: bit for bit on the CPU)."""
     kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                   weight_decay=cfg.weight_decay)
     if device.type == "cuda":

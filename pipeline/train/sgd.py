@@ -4,7 +4,7 @@ Why not ``torch.optim.SGD``: constructing any torch optimizer imports ``torch._d
 (its methods are wrapped to disable compilation), about 1.2 s of every stage process's
 start-up on a 2-core CPU, longer than a quick-profile run trains. The update below is
 the same sequence of tensor operations as torch's (``dampening = 0``, no ``maximize``),
-so results are bit-identical (``tests/test_engine.py`` checks it against torch.optim.SGD),
+so results are bit-identical (``tests/unit/test_engine.py`` checks it against torch.optim.SGD),
 and ``state_dict`` has torch's layout, so checkpoints load either way. ``GradScaler``
 works with it (it needs ``param_groups`` and ``step``).
 """

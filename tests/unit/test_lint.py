@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from ..helpers import REPO
 
 
 def test_ruff_clean():

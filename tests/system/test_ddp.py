@@ -15,14 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import tiny_raw
-from .helpers import seed_runs
-from .test_reliability import env_for, make_project, stage
-
-pytestmark = pytest.mark.slow
+from ..helpers import env_for, make_project, seed_runs, stage, tiny_raw
 
 
 def test_two_process_gloo_run_matches_single_process(tmp_path, base_raw, migrated_db):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from .conftest import REPO
+from ..helpers import REPO
 
 
 def _module(path: Path) -> str:

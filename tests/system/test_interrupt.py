@@ -23,8 +23,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.tools.guard import STOP_ENV
 from pipeline.tools.parallel import LockKeeper, RunnerLock
 
-from .conftest import REPO
-from .helpers import clean_env, dvc, make_dvc_project
+from ..helpers import REPO, clean_env, dvc, make_dvc_project
 
 LINES = 20
 FAKE_DVC = textwrap.dedent(f"""
@@ -219,10 +218,9 @@ def _records_intact(root: Path) -> None:
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
 
 
-@pytest.mark.slow
 def test_ctrl_c_sigterm_and_sigkill_at_several_points_lose_no_record(tmp_path, base_raw,
                                                                      migrated_db):
-    from .test_parallel import small_dag
+    from ..helpers import small_dag
 
     raw = small_dag(base_raw)
     raw["seeds"] = [0, 1]

@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import tiny_raw
-from .helpers import clean_env, dvc, sh
-from .helpers import make_dvc_project as make_project
-
-pytestmark = pytest.mark.slow
+from ..helpers import clean_env, dvc, sh, tiny_raw
+from ..helpers import make_dvc_project as make_project
 
 WAIT_S = 420  # two tiny runs take ~15 s here; a slow shared CI machine gets a wide margin
 

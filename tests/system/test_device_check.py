@@ -7,12 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-from .conftest import REPO
-from .helpers import clean_env
-
-pytestmark = pytest.mark.slow
+from ..helpers import REPO, clean_env
 
 
 def test_the_device_checks_cpu_dry_run_passes_every_step(tmp_path):

@@ -6,24 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from pipeline.tools.parallel import Plan, failed_in, label, split_log, worker_env
 from pipeline.tools.report import lock_files, lock_stages, metric_md5s
 
-from .conftest import tiny_raw
-from .helpers import dvc, make_dvc_project, sh
-
-pytestmark = pytest.mark.slow
-
-
-def small_dag(base_raw: dict) -> dict:
-    raw = tiny_raw(base_raw)
-    raw["baselines"]["methods"] = ["ce", "label_smoothing"]
-    raw["kd_ablation"]["variants"] = ["full"]
-    raw["introspective_ablation"]["variants"] = ["full"]
-    raw["tune"].update(methods=["ce"], teacher_methods=[], trials=[0], seeds=[100])
-    return raw
+from ..helpers import REPO, dvc, make_dvc_project, sh, small_dag
 
 
 def lock_summary(root: Path) -> dict:
@@ -166,7 +152,7 @@ def test_a_failed_instance_in_a_batch_leaves_its_batch_mates_recorded(tmp_path):
         f"    cmd: cat {' '.join(outs)} > all\n"
         f"    deps: [{', '.join(outs)}]\n"
         "    outs: [all]\n")
-    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {"PYTHONPATH": str(REPO)}
     plan = sh(root, sys.executable, "-m", "pipeline.tools.parallel", "--dry", **env).stdout
     victim = plan.splitlines()[1].split()[0]  # the first batch runs the plan's first 4
     (root / "fail").write_text(victim.split("@")[1])
@@ -256,7 +242,7 @@ def test_two_machines_through_dask_and_a_dvc_remote(tmp_path, base_raw, migrated
     assert (root / "results/tables/all_tables.md").is_file()  # restored from the remote
     from mlflow.tracking import MlflowClient
 
-    from .helpers import seed_runs
+    from ..helpers import seed_runs
 
     names = [r.info.run_name for r in seed_runs(MlflowClient(uri))]
     assert sorted(names) == sorted(set(names))  # every run once

@@ -18,10 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tools.parallel import label
 
-from .conftest import REPO, tiny_raw
-from .helpers import dvc, make_dvc_project, seed_runs, sh
-
-pytestmark = pytest.mark.slow
+from ..helpers import REPO, dvc, make_dvc_project, seed_runs, sh, tiny_raw
 
 STUDENT_STAGES = {
     "baselines@ce-0", "baselines@label_smoothing-0", "kd_ablation@full-0",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from pipeline.methods.ce import CE
 from pipeline.methods.dml import DML
 from pipeline.train import engine
 
-from .helpers import device_data, train_cfg
+from ..helpers import REPO, device_data, train_cfg
 
 
 def _ce(seed: int = 0) -> CE:
@@ -223,7 +222,7 @@ def test_fit_does_not_import_dynamo():
             " seed=0, progress=False)\n"
             "print('torch._dynamo' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+                         cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
 

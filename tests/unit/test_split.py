@@ -1,27 +1,22 @@
-"""``data.split_seed: per_seed``: each seed draws its own training subset and validation
-split, and a KD student learns only from a teacher trained on its own subset."""
+"""``data.split_seed``: a fixed split, or each seed's own training subset and validation
+split (``per_seed``), and the teacher each student may distil."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from mlflow.tracking import MlflowClient
 
 from pipeline.core.config import DataConfig, ModelConfig, parse_params
 from pipeline.core.errors import CheckpointError, DataError
 from pipeline.core.models import build_model, load_teacher
 from pipeline.core.prepared import load_prepared
 from pipeline.prepare.datasets import prepare
-from pipeline.tools.parallel import label
 from pipeline.train.teachers import distilling_seeds, teacher_specs
 
-from .conftest import tiny_raw
-from .helpers import dvc, make_dvc_project, seed_runs, sh
+from ..helpers import tiny_raw
 
 
 def _pool(tmp_path: Path, **data) -> Path:
@@ -96,48 +91,3 @@ def test_a_student_refuses_a_teacher_of_another_subset(tmp_path):
         load_teacher(path, "abc", 10, 1, cfg, subset_seed=2)
     with pytest.raises(CheckpointError, match="subset of seed 1, this run's is seed None"):
         load_teacher(path, "abc", 10, 1, cfg)  # a fixed-split student
-
-
-@pytest.mark.slow
-def test_per_seed_dag_pairs_teachers_and_adds_seeds_incrementally(tmp_path, base_raw,
-                                                                   migrated_db):
-    raw = tiny_raw(base_raw, seeds=[0, 1])
-    raw["data"].update(split_seed="per_seed", train_per_class=20)
-    raw["baselines"]["methods"] = ["ce"]
-    raw["kd_ablation"]["variants"] = ["full"]
-    raw["introspective_ablation"]["variants"] = ["full"]
-    raw["tune"].update(enabled=False, methods=["ce"], teacher_methods=[])
-    root = make_dvc_project(tmp_path / "proj", raw, migrated_db)
-    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
-    dvc(root, "repro")
-
-    pool = load_prepared(root / "data/prepared")
-    for seed in (0, 1):
-        saved = torch.load(root / f"models/teacher/seed-{seed}/model.pt", weights_only=False)
-        assert saved["meta"]["subset_seed"] == seed
-    teachers = json.loads((root / "results/teacher/metrics.json").read_text())
-    assert teachers["teachers"] == 2 and set(teachers["test_acc_by_seed"]) == {"0", "1"}
-    mean = sum(teachers["test_acc_by_seed"].values()) / 2
-    assert teachers["test_acc"] == pytest.approx(mean)
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    runs = {r.info.run_name: r for r in seed_runs(client)}
-    for seed in (0, 1):
-        teacher_run = runs[f"teacher@per_seed/seed-{seed}"].info.run_id
-        assert runs[f"kd_ablation@full-{seed}"].data.tags["teacher_run_id"] == teacher_run
-    subsets = {s: pool.for_seed(s) for s in (0, 1)}
-    assert not np.array_equal(subsets[0].x("train"), subsets[1].x("train"))
-
-    # a planned look: a third seed trains its teacher and its students, nothing else
-    params = root / "params.yaml"
-    raw["seeds"] = [0, 1, 2]
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
-    out = dvc(root, "repro").stdout
-    ran = {label(line.split("'")[1]) for line in out.splitlines()
-           if line.startswith("Running stage")}
-    assert ran == {"teacher", "baselines@ce-2", "kd_ablation@full-2", "introspective@full-2",
-                   "tuned@ce-2", "aggregate"}
-    names = [r.info.run_name for r in seed_runs(client) if r.data.tags.get("stage") == "teacher"]
-    assert sorted(names) == [f"teacher@per_seed/seed-{s}" for s in (0, 1, 2)]  # none retrained
-    assert json.loads(dvc(root, "status", "--json").stdout) == {}

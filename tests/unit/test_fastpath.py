@@ -19,7 +19,7 @@ from pipeline.methods.ce import CE
 from pipeline.methods.kd import KD
 from pipeline.train import engine
 
-from .helpers import device_data, train_cfg
+from ..helpers import device_data, train_cfg
 
 CPU = torch.device("cpu")
 

@@ -12,8 +12,7 @@ from pipeline.core.models import build_model
 from pipeline.methods import build_method
 from pipeline.train import engine
 
-from .conftest import tiny_raw
-from .helpers import device_data, train_cfg
+from ..helpers import device_data, tiny_raw, train_cfg
 
 CASES = [
     ("ce", "full", {}), ("label_smoothing", "full", {}), ("confidence_penalty", "full", {}),

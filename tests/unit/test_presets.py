@@ -12,7 +12,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.tools.estimate import dataset_shape, plan, step_seconds
 from pipeline.tools.presets import available, load_preset, render, use
 
-from .conftest import REPO
+from ..helpers import REPO
 
 
 def preset(name):

@@ -20,7 +20,7 @@ from pipeline.core.models import build_model
 from pipeline.methods import REGISTRY, Teacher, build_method
 from pipeline.train import engine
 
-from .helpers import device_data, train_cfg
+from ..helpers import device_data, train_cfg
 
 READS = ("item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy")
 

@@ -12,7 +12,7 @@ import yaml
 from pipeline.core.config import fingerprint, flatten, load_params, parse_params
 from pipeline.core.errors import ConfigError
 
-from .conftest import REPO
+from ..helpers import REPO
 
 
 def test_repo_params_are_valid():

@@ -1,12 +1,49 @@
-"""Small builders shared by tests."""
+"""What tests share: the repo's path, params and data builders, DVC projects and
+stage processes in ``tmp_path``. Fixtures live in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
-from pipeline.core.config import SyntheticConfig, TrainConfig
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.core.config import SyntheticConfig, TrainConfig, parse_params
 from pipeline.core.prepared import Prepared
-from pipeline.prepare.datasets import make_synthetic, normalisation_stats
+from pipeline.prepare.datasets import make_synthetic, normalisation_stats, prepare
 from pipeline.train.engine import DeviceData
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- params and data
+
+
+def tiny_raw(base: dict, **sections) -> dict:
+    """The repo's params shrunk to seconds: tiny models, 2 epochs, progress off."""
+    raw = copy.deepcopy(base)
+    raw["seeds"] = [0]
+    raw["runtime"]["progress"] = False
+    raw["data"]["train_per_class"] = 20
+    for role in ("teacher", "student"):
+        raw[role]["model"] = {"arch": "small_cnn", "width": 0.25}
+        raw[role]["train"]["epochs"] = 2
+    for key, value in sections.items():
+        raw[key] = value
+    return raw
+
+
+def small_dag(base_raw: dict) -> dict:
+    raw = tiny_raw(base_raw)
+    raw["baselines"]["methods"] = ["ce", "label_smoothing"]
+    raw["kd_ablation"]["variants"] = ["full"]
+    raw["introspective_ablation"]["variants"] = ["full"]
+    raw["tune"].update(methods=["ce"], teacher_methods=[], trials=[0], seeds=[100])
+    return raw
 
 def synthetic_prepared(num_classes: int = 4, per_class: int = 40, seed: int = 0) -> Prepared:
     cfg = SyntheticConfig(num_classes=num_classes, group_size=2, image_size=8,
@@ -92,3 +129,27 @@ def seed_runs(client) -> list:
     """Every training run in the store, without the per-group parent runs."""
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return [r for r in runs if r.data.tags.get("ilkd_role") != "parent"]
+
+
+# ---------------------------------------------------------------- stage processes
+
+
+def make_project(root: Path, raw: dict, db: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    prepare(parse_params(raw).data, root / "data/prepared")
+    shutil.copy(db, root / "mlflow.db")
+    return root
+
+
+def env_for(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true",
+               MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
+    env.update(extra)
+    return env
+
+
+def stage(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.train", *args], cwd=root,
+                          env=env_for(root, **env), capture_output=True, text=True, timeout=600)

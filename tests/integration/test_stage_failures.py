@@ -18,34 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from pipeline.core.config import parse_params
-from pipeline.prepare.datasets import prepare
-
-from .conftest import REPO, tiny_raw
-from .helpers import seed_runs
-
-pytestmark = pytest.mark.slow
-
-
-def make_project(root: Path, raw: dict, db: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    prepare(parse_params(raw).data, root / "data/prepared")
-    shutil.copy(db, root / "mlflow.db")
-    return root
-
-
-def env_for(root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true",
-               MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
-    env.update(extra)
-    return env
-
-
-def stage(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.train", *args], cwd=root,
-                          env=env_for(root, **env), capture_output=True, text=True, timeout=600)
+from ..helpers import env_for, make_project, seed_runs, stage, tiny_raw
 
 
 def start(root: Path, *args: str) -> subprocess.Popen:
@@ -205,7 +178,7 @@ def _images(root: Path, split: str, classes: list[str]) -> None:
 
 def test_bad_params_fail_before_training(tmp_path, base_raw, migrated_db):
     """A training stage with a params typo: exit 2, one line naming the key, nothing written.
-    (Every kind of bad value is checked in process by tests/test_config.py; this is the
+    (Every kind of bad value is checked in process by tests/unit/test_config.py; this is the
     end-to-end path through the stage command.)"""
     root = make_project(tmp_path / "p", tiny_raw(base_raw), migrated_db)
     raw = _edit(tiny_raw(base_raw), "student.train.lrr", 0.1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from ..helpers import REPO
 
 
 def _module_file(name: str) -> Path | None:

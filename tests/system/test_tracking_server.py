@@ -26,10 +26,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from .conftest import tiny_raw
-from .test_reliability import make_project, stage
-
-pytestmark = pytest.mark.slow
+from ..helpers import make_project, stage, tiny_raw
 
 
 def _pg_bin(name: str) -> str | None:

@@ -183,7 +183,7 @@ def test_an_ablation_gets_its_own_mlflow_parent(workdir, tiny, mlflow_uri):
     import copy
     import shutil
 
-    from .conftest import REPO
+    from ..helpers import REPO
 
     root, params = workdir
     shutil.copytree(REPO / "presets", root / "presets")  # what the descriptions compare with

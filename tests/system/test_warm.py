@@ -15,8 +15,7 @@ import pytest
 
 from pipeline.tools.warm import ENV, warm_server
 
-from .conftest import REPO, tiny_raw
-from .helpers import clean_env, make_dvc_project, sh
+from ..helpers import REPO, clean_env, make_dvc_project, sh, tiny_raw
 
 PROBE = '''"""A stand-in stage: reports what it sees, or waits to be interrupted."""
 import os
@@ -142,7 +141,6 @@ def test_a_dead_caller_stops_its_stage(server, project):
     assert _gone(pid), "the stage kept running after its caller died"
 
 
-@pytest.mark.slow
 def test_a_training_stage_writes_the_same_results_warm_and_cold(tmp_path, base_raw,
                                                                migrated_db, server):
     raw = tiny_raw(base_raw)

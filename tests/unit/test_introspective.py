@@ -18,7 +18,7 @@ from pipeline.methods.targets import kl_to_logits
 from pipeline.prepare.datasets import make_synthetic, normalisation_stats, synthetic_groups
 from pipeline.train import engine
 
-from .helpers import train_cfg
+from ..helpers import train_cfg
 
 
 @pytest.fixture
