@@ -3,9 +3,10 @@
     python -m pipeline.tools.readme        # `make readme`: dvc repro, report, then this
 
 Each profile that has a ``reports/<profile>/`` folder (``python -m pipeline.tools.report``)
-fills its own block of ``docs/results.md``: the quick profile's smoke tables and the CIFAR-10
-CPU profile's results on real images, with its main figures and where its numbers come from.
-The README gets the real-image claims table (``CLAIMS``), the project's answer in one table.
+fills its own block of ``docs/results.md``: the quick profile's smoke tables, and for the
+CIFAR-10 profiles (the decided run, every table on a CPU) their results on real images, with
+their main figures and where their numbers come from. The README gets the decided run's
+claims table (``CLAIMS``), the project's answer in one table.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pipeline.core.paths import README, REPORTS, RESULTS_DOC
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # profile -> markers in docs/results.md; the quick profile keeps the original ones
 BLOCKS = {"quick": (START, END),
+          "cifar10-decide": ("<!-- cifar10-decide:start -->", "<!-- cifar10-decide:end -->"),
           "cifar10-cpu": ("<!-- cifar10-cpu:start -->", "<!-- cifar10-cpu:end -->")}
-CLAIMS = ("cifar10-cpu", "<!-- claims:start -->", "<!-- claims:end -->")  # in README.md
+# the README's claims table: the run made to decide them (README.md's markers)
+CLAIMS = ("cifar10-decide", "<!-- claims:start -->", "<!-- claims:end -->")
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),

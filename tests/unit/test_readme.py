@@ -33,13 +33,16 @@ def test_readme_splices_each_profile_into_its_own_block(tmp_path):
     from pipeline.tools.readme import BLOCKS, CLAIMS, main
 
     _report(tmp_path / "reports", "quick", 98.5)
-    cifar_report = _report(tmp_path / "reports", "cifar10-cpu", 55.25)
-    (cifar_report / "all_tables.md").write_text(
-        "| CE | 55.25 |\n\n**Claims — paired**\n\n| IL > CE | x |\n\nrules\n\n"
+    _report(tmp_path / "reports", "cifar10-cpu", 55.25)
+    decided = _report(tmp_path / "reports", CLAIMS[0], 47.5)  # the README's claims table
+    (decided / "all_tables.md").write_text(
+        "| CE | 47.5 |\n\n**Claims — paired**\n\n| IL > CE | x |\n\nrules\n\n"
         "**IL's class similarity vs the teacher's**\n\n| full | 0.8 |\n")
     start, end = BLOCKS["cifar10-cpu"]
+    d_start, d_end = BLOCKS[CLAIMS[0]]
     results = tmp_path / "results.md"
-    results.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n")
+    results.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n"
+                       f"{d_start}\nold\n{d_end}\n")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{CLAIMS[1]}\nold\n{CLAIMS[2]}\nend\n")
     main(readme, tmp_path / "reports", results)
@@ -48,9 +51,10 @@ def test_readme_splices_each_profile_into_its_own_block(tmp_path):
     assert "| CE | 98.5 |" in quick and "55.25" not in quick
     assert "| CE | 55.25 |" in cifar and "commit `0123456789`" in cifar
     assert "3000 train / 1000 val / 10000 test" in cifar
+    assert "| CE | 47.5 |" in text.split(d_start)[1].split(d_end)[0]
     claims = readme.read_text().split(CLAIMS[1])[1].split(CLAIMS[2])[0]
     assert "| IL > CE | x |" in claims and "rules" in claims
-    assert "class similarity" not in claims and "55.25" not in claims
+    assert "class similarity" not in claims and "47.5" not in claims
 
 
 def test_verify_reports_the_largest_difference_per_metric(tmp_path):
