@@ -68,11 +68,13 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = ECE_BINS) -> d
 def pool_reliability(parts: Sequence[dict[str, list]]) -> dict[str, list]:
     """The bins of several models' :func:`reliability_bins` pooled, as if their predictions
     were one set: counts add up, confidence and accuracy are count-weighted means."""
-    out: dict[str, list] = {"lower": list(parts[0]["lower"]), "upper": list(parts[0]["upper"]),
-                            "count": [], "confidence": [], "accuracy": []}
-    for i in range(len(out["lower"])):
-        n = sum(p["count"][i] for p in parts)
-        out["count"].append(n)
-        for key in ("confidence", "accuracy"):
-            out[key].append(sum(p["count"][i] * p[key][i] for p in parts) / n if n else 0.0)
+    import numpy as np
+
+    counts = np.sum([p["count"] for p in parts], axis=0)
+    safe = np.maximum(counts, 1)  # an empty bin stays 0
+    out: dict[str, list] = {"lower": parts[0]["lower"], "upper": parts[0]["upper"],
+                            "count": counts.tolist()}
+    for key in ("accuracy", "confidence"):
+        weighted = np.sum([np.asarray(p[key]) * np.asarray(p["count"]) for p in parts], axis=0)
+        out[key] = (weighted / safe).tolist()
     return out

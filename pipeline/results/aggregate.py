@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,89 +20,10 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.core.config import Params
+from pipeline.core.metrics import pool_reliability
 from pipeline.core.runs import RunSpec
-from pipeline.methods import REGISTRY
 from pipeline.results.decide import decide
-
-METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
-LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
-          "test_ece": "ECE"}
-
-
-@dataclass(frozen=True)
-class Row:
-    label: str
-    stage: str
-    name: str  # method (baselines) or variant (kd_ablation, introspective)
-
-    def spec(self, seed: int) -> RunSpec:
-        """The run behind this row for ``seed`` (its folder and MLflow run name)."""
-        return RunSpec.of(self.stage, self.name, seed)
-
-
-CE_ROW = Row("CE", "baselines", "ce")
-TUNED_CE_ROW = Row("CE (tuned)", "tuned", "ce")
-
-
-@dataclass(frozen=True)
-class Table:
-    key: str
-    title: str
-    rows: tuple[Row, ...]
-    reference: Row = CE_ROW  # paired differences are taken to this row
-
-
-def default_row(method: str, params: Params) -> Row | None:
-    """Where the default-recipe run of ``method`` lives (None when it is not configured).
-
-    KD and IL have no ``baselines`` instance: their ``full`` variant is that run.
-    """
-    info = REGISTRY[method]
-    if method == "kd":
-        stage, name, variants = "kd_ablation", "full", params.kd_ablation.variants
-    elif method == "introspective":
-        stage, name, variants = "introspective", "full", params.introspective_ablation.variants
-    else:
-        stage, name, variants = "baselines", method, ["full"] if method in \
-            params.baselines.methods else []
-    return Row(info.label, stage, name) if "full" in variants else None
-
-
-def tables(params: Params) -> list[Table]:
-    """T1-T4 (docs/pipeline.md), restricted to what ``params.yaml`` configures to run."""
-    tuned = set(params.tune.all_methods) if params.tune.enabled else set()
-
-    def b(method: str) -> list[Row]:
-        """The default-recipe row and, when tuning is on, the tuned row of a method."""
-        row = default_row(method, params)
-        rows = [row] if row else []
-        if method in tuned:
-            rows.append(Row(f"{REGISTRY[method].label} (tuned)", "tuned", method))
-        return rows
-
-    def compared(table: str) -> list[str]:
-        """The registry's methods of a table, in registry order (CE and IL frame every table)."""
-        return [m for m, info in REGISTRY.items()
-                if info.table == table and m not in ("ce", "introspective")]
-
-    reference = TUNED_CE_ROW if "ce" in tuned else CE_ROW
-    ce = [CE_ROW] if "ce" in params.baselines.methods else []  # T1 and T4: untuned recipes
-    kd, il = REGISTRY["kd"], REGISTRY["introspective"]
-    return [
-        Table("T1_kd_components", "T1 — which part of the teacher's output makes KD work",
-              (*ce, *[Row(kd.variant_label(v), "kd_ablation", v)
-                      for v in params.kd_ablation.variants])),
-        Table("T2_regularizers", "T2 — IL vs regularizers",
-              (*b("ce"), *[r for m in compared("T2") for r in b(m)], *b("introspective")),
-              reference),
-        Table("T3_peers_teachers", "T3 — IL vs learning from peers (DML) and a teacher (KD)",
-              (*b("ce"), *[r for m in compared("T3") for r in b(m)], *b("introspective")),
-              reference),
-        Table("T4_introspective_components", "T4 — does IL's gain come from class similarity?",
-              (*ce, *[Row(il.variant_label(v), "introspective", v)
-                      for v in params.introspective_ablation.variants])),
-    ]
-
+from pipeline.results.design import METRICS, Row, Table
 
 Lookup = Callable[[Row, int], "dict | None"]
 
@@ -184,41 +104,6 @@ def summarize(table: Table, source: Path | Lookup, seeds: Sequence[int],
     return pd.DataFrame.from_records(records)
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def to_markdown(df: pd.DataFrame, title: str) -> str:
-    """A plain pipe table that reads well in a terminal and renders on a code host."""
-    cols = [k for k in METRICS if f"{k}_mean" in df]
-    digits = {"test_acc": 2, "test_top5": 2, "test_nll": 3, "test_ece": 3}
-    reference = df.loc[df["verdict"] == "reference", "method"]
-    ref = reference.iloc[0] if len(reference) else "CE"
-    level = 100 * (1 - float(df["alpha"].iloc[0])) if "alpha" in df else 95
-    header = ["method", "seeds", *[LABELS[k] for k in cols],
-              f"Δ top-1 vs {ref} [{level:.4g}% CI]", "verdict"]
-    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    for _, r in df.iterrows():
-        seeds = f"{r['seeds']}" + (f" (missing: {r['missing_seeds']})" if r["missing_seeds"] else "")
-        cells = [r["method"], seeds]
-        cells += [_pm(r.get(f"{k}_mean"), r.get(f"{k}_std"), digits[k]) for k in cols]
-        if r["verdict"] == "reference":
-            cells.append("—")
-        elif math.isnan(r["d_acc_vs_ce"]):
-            cells.append("n/a")
-        elif math.isnan(r["d_acc_ci_low"]):
-            cells.append(f"{r['d_acc_vs_ce']:+.2f}")
-        else:
-            cells.append(f"{r['d_acc_vs_ce']:+.2f} [{r['d_acc_ci_low']:+.2f}, "
-                         f"{r['d_acc_ci_high']:+.2f}]")
-        cells.append(str(r["verdict"]))
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def histories(results: Path, row: Row, seeds: Sequence[int]) -> list[pd.DataFrame]:
     frames = []
     for seed in seeds:
@@ -237,12 +122,8 @@ def pooled_reliability(results: Path, row: Row, seeds: Sequence[int]) -> dict | 
             parts.append(json.loads(path.read_text()))
     if not parts:
         return None
-    counts = np.sum([p["count"] for p in parts], axis=0)
-    safe = np.maximum(counts, 1)
-    pooled = {"lower": parts[0]["lower"], "upper": parts[0]["upper"], "count": counts.tolist()}
-    for key in ("accuracy", "confidence"):
-        weighted = np.sum([np.asarray(p[key]) * np.asarray(p["count"]) for p in parts], axis=0)
-        pooled[key] = (weighted / safe).tolist()
+    pooled: dict = pool_reliability(parts)
+    counts = np.asarray(pooled["count"])
     gap = np.abs(np.asarray(pooled["accuracy"]) - np.asarray(pooled["confidence"]))
     pooled["ece"] = float((gap * counts).sum() / max(counts.sum(), 1))
     return pooled
@@ -284,16 +165,3 @@ def similarity_rows(results: Path, params: Params,
             records.append({"variant": variant, "seed": seed,
                             "rank_corr_teacher": float(np.nan_to_num(rho.statistic))})
     return pd.DataFrame.from_records(records, columns=["variant", "seed", "rank_corr_teacher"])
-
-
-def similarity_markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return ""
-    lines = ["**IL's class similarity vs the teacher's** (Spearman rank correlation of the "
-             "off-diagonal entries, test split)", "", "| IL variant | seeds | rank correlation |",
-             "|---|---|---|"]
-    for variant, group in df.groupby("variant", sort=False):
-        values = group["rank_corr_teacher"]
-        std = values.std(ddof=1) if len(values) > 1 else 0.0
-        lines.append(f"| {variant} | {len(values)} | {values.mean():.2f} ± {std:.2f} |")
-    return "\n".join(lines) + "\n"

@@ -21,8 +21,9 @@ import pandas as pd
 
 from pipeline.core.config import Params
 from pipeline.methods import REGISTRY, VARIANT_LABELS
-from pipeline.results.aggregate import Lookup, Row, default_row, file_lookup, load_runs
+from pipeline.results.aggregate import Lookup, file_lookup, load_runs
 from pipeline.results.decide import Decision, decide, holm
+from pipeline.results.design import Row, default_row
 
 
 @dataclass(frozen=True)

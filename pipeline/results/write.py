@@ -12,19 +12,16 @@ from pipeline.core.config import Params
 from pipeline.core.io import atomic_write_text
 from pipeline.core.runs import RunSpec
 from pipeline.results.aggregate import (
-    CE_ROW,
-    default_row,
     histories,
     pooled_reliability,
-    similarity_markdown,
     similarity_rows,
     summarize,
-    tables,
     teacher_line,
-    to_markdown,
 )
 from pipeline.results.claims import claim_rows, claims_markdown, look_alpha
+from pipeline.results.design import CE_ROW, default_row, tables
 from pipeline.results.figures import accuracy_bars, accuracy_curves, reliability_diagrams
+from pipeline.results.render import similarity_markdown, to_markdown
 from pipeline.train.report import read_matrix, save_figure, similarity_heatmaps
 
 

@@ -126,8 +126,8 @@ def redecide_table(old: pd.DataFrame, params: Params) -> pd.DataFrame:
 def write(folder: Path, params: Params) -> None:
     """Re-decide ``folder``'s tables and claims in place and rebuild its ``all_tables.md``."""
     from pipeline.core.io import atomic_write_text
-    from pipeline.results.aggregate import similarity_markdown, to_markdown
     from pipeline.results.claims import claims_markdown
+    from pipeline.results.render import similarity_markdown, to_markdown
 
     tables = folder / "tables"
     old_md = (folder / "all_tables.md").read_text()

@@ -8,16 +8,9 @@ import math
 import pytest
 
 from pipeline.core.config import parse_params
-from pipeline.results.aggregate import (
-    CE_ROW,
-    TUNED_CE_ROW,
-    Row,
-    Table,
-    pooled_reliability,
-    summarize,
-    tables,
-    to_markdown,
-)
+from pipeline.results.aggregate import pooled_reliability, summarize
+from pipeline.results.design import CE_ROW, TUNED_CE_ROW, Row, Table, tables
+from pipeline.results.render import to_markdown
 from pipeline.results.write import write_all
 
 

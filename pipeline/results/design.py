@@ -1,0 +1,91 @@
+"""The experiment's design: which tables the paper has, which rows each holds, and where
+each row's runs live (restricted to what ``params.yaml`` configures to run). Read by the
+aggregation, the claims and the notebook; ``dvc.yaml`` and ``dag/`` spell the same runs for
+DVC (``tests/integration/test_dvc_repro.py`` keeps them in step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.config import Params
+from pipeline.core.runs import RunSpec
+from pipeline.methods import REGISTRY
+
+METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
+LABELS = {"test_acc": "top-1 (%)", "test_top5": "top-5 (%)", "test_nll": "NLL",
+          "test_ece": "ECE"}
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    stage: str
+    name: str  # method (baselines) or variant (kd_ablation, introspective)
+
+    def spec(self, seed: int) -> RunSpec:
+        """The run behind this row for ``seed`` (its folder and MLflow run name)."""
+        return RunSpec.of(self.stage, self.name, seed)
+
+
+CE_ROW = Row("CE", "baselines", "ce")
+TUNED_CE_ROW = Row("CE (tuned)", "tuned", "ce")
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    rows: tuple[Row, ...]
+    reference: Row = CE_ROW  # paired differences are taken to this row
+
+
+def default_row(method: str, params: Params) -> Row | None:
+    """Where the default-recipe run of ``method`` lives (None when it is not configured).
+
+    KD and IL have no ``baselines`` instance: their ``full`` variant is that run.
+    """
+    info = REGISTRY[method]
+    if method == "kd":
+        stage, name, variants = "kd_ablation", "full", params.kd_ablation.variants
+    elif method == "introspective":
+        stage, name, variants = "introspective", "full", params.introspective_ablation.variants
+    else:
+        stage, name, variants = "baselines", method, ["full"] if method in \
+            params.baselines.methods else []
+    return Row(info.label, stage, name) if "full" in variants else None
+
+
+def tables(params: Params) -> list[Table]:
+    """T1-T4 (docs/pipeline.md), restricted to what ``params.yaml`` configures to run."""
+    tuned = set(params.tune.all_methods) if params.tune.enabled else set()
+
+    def b(method: str) -> list[Row]:
+        """The default-recipe row and, when tuning is on, the tuned row of a method."""
+        row = default_row(method, params)
+        rows = [row] if row else []
+        if method in tuned:
+            rows.append(Row(f"{REGISTRY[method].label} (tuned)", "tuned", method))
+        return rows
+
+    def compared(table: str) -> list[str]:
+        """The registry's methods of a table, in registry order (CE and IL frame every table)."""
+        return [m for m, info in REGISTRY.items()
+                if info.table == table and m not in ("ce", "introspective")]
+
+    reference = TUNED_CE_ROW if "ce" in tuned else CE_ROW
+    ce = [CE_ROW] if "ce" in params.baselines.methods else []  # T1 and T4: untuned recipes
+    kd, il = REGISTRY["kd"], REGISTRY["introspective"]
+    return [
+        Table("T1_kd_components", "T1 — which part of the teacher's output makes KD work",
+              (*ce, *[Row(kd.variant_label(v), "kd_ablation", v)
+                      for v in params.kd_ablation.variants])),
+        Table("T2_regularizers", "T2 — IL vs regularizers",
+              (*b("ce"), *[r for m in compared("T2") for r in b(m)], *b("introspective")),
+              reference),
+        Table("T3_peers_teachers", "T3 — IL vs learning from peers (DML) and a teacher (KD)",
+              (*b("ce"), *[r for m in compared("T3") for r in b(m)], *b("introspective")),
+              reference),
+        Table("T4_introspective_components", "T4 — does IL's gain come from class similarity?",
+              (*ce, *[Row(il.variant_label(v), "introspective", v)
+                      for v in params.introspective_ablation.variants])),
+    ]
