@@ -71,10 +71,10 @@ def report(claims: pd.DataFrame, params: Params) -> str:
         open_ = str(r["verdict"]).startswith("undecided")
         undecided += judged and open_
         need = ""
-        if open_:
-            seeds = r.get("seeds_to_decide", math.nan)
-            need = (f"; MDE {r['mde']:.2f} pt, decided at ~{int(seeds)} pairs"
-                    if isinstance(seeds, float) and math.isfinite(seeds) else "")
+        if open_:  # pandas reads the column as int64 when no claim lacks the figure
+            seeds = float(r.get("seeds_to_decide", math.nan))
+            need = (f"; MDE {float(r['mde']):.2f} pt, decided at ~{int(seeds)} pairs"
+                    if math.isfinite(seeds) else "")
         name = f"{r['claim']} ({r['recipe']})"
         lines.append(f"  {name:<{width}}  {r['verdict']}; holds here? {r['holds']}{need}")
     lines += ["", next_look(looks, params.seeds, undecided)]

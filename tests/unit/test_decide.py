@@ -188,3 +188,27 @@ def test_the_next_look_follows_the_plan(seeds, undecided, expected):
     from pipeline.tools.decide import next_look
 
     assert expected in next_look([5, 10, 20], seeds, undecided)
+
+
+def test_make_decide_prints_each_open_claims_mde_and_seeds(base_raw):
+    """Read back from claims.csv, pandas types the column int64 when every claim has a
+    figure (the figures went missing from the printout that way)."""
+    import io
+
+    import pandas as pd
+
+    from pipeline.core.config import parse_params
+    from pipeline.tools.decide import report
+
+    claims = pd.read_csv(io.StringIO(
+        "claim,recipe,paper,verdict,holds,mde,seeds_to_decide\n"
+        "IL > LS,default,better,undecided,undecided,1.68,9\n"
+        "IL > CE,default,better,undecided,undecided,0.84,12\n"))
+    assert claims["seeds_to_decide"].dtype == "int64"
+    raw = dict(base_raw, seeds=[0, 1, 2, 3, 4])
+    raw["claims"] = dict(base_raw["claims"], looks=[5, 10])
+    text = report(claims, parse_params(raw, "t"))
+    assert "IL > LS (default)  undecided; holds here? undecided; MDE 1.68 pt, decided at ~9 " \
+           "pairs" in text
+    assert "MDE 0.84 pt, decided at ~12 pairs" in text
+    assert "next look: 10 seeds" in text
