@@ -75,8 +75,8 @@ def summarise(params: Params, root: Path, metrics: dict[int, dict[str, Any]]) ->
 
     folder = root / RunSpec("teacher", "ce").folder()
     seeds = sorted(metrics)
-    keys = [k for k, v in metrics[seeds[0]].items()
-            if isinstance(v, int | float) and all(k in metrics[s] for s in seeds)]
+    keys = [k for k, v in metrics[seeds[0]].items() if k != "seed"
+            and isinstance(v, int | float) and all(k in metrics[s] for s in seeds)]
     mean = {k: sum(metrics[s][k] for s in seeds) / len(seeds) for k in keys}
     mean.update(teachers=len(seeds), test_acc_by_seed={str(s): metrics[s]["test_acc"]
                                                          for s in seeds})

@@ -91,3 +91,15 @@ def test_a_student_refuses_a_teacher_of_another_subset(tmp_path):
         load_teacher(path, "abc", 10, 1, cfg, subset_seed=2)
     with pytest.raises(CheckpointError, match="subset of seed 1, this run's is seed None"):
         load_teacher(path, "abc", 10, 1, cfg)  # a fixed-split student
+
+
+def test_per_seed_teachers_history_is_the_epoch_wise_mean():
+    from pipeline.train.teachers import _mean_history
+
+    a = [{"epoch": "1", "train_loss": "2.0", "test_acc": ""},
+         {"epoch": "2", "train_loss": "1.0", "test_acc": "40.0"}]
+    b = [{"epoch": "1", "train_loss": "3.0", "test_acc": ""},
+         {"epoch": "2", "train_loss": "2.0", "test_acc": "50.0"}]
+    # an epoch without evaluation (train.eval_every) has no test_acc: none is invented
+    assert _mean_history([a, b]) == [{"epoch": 1, "train_loss": 2.5},
+                                     {"epoch": 2, "train_loss": 1.5, "test_acc": 45.0}]
