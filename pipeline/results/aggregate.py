@@ -133,14 +133,19 @@ def teacher_line(results: Path, reference: Row, seeds: Sequence[int]) -> str:
     """The teacher's test accuracy beside the CE student's, with a warning when it is no
     better (then T1 and T3 distil a teacher that knows less than its student)."""
     try:
-        teacher = json.loads((results / "teacher" / "metrics.json").read_text())["test_acc"]
+        summary = json.loads((results / "teacher" / "metrics.json").read_text())
+        teacher = summary["test_acc"]
     except (OSError, KeyError, json.JSONDecodeError):
         return ""
+    if summary.get("teachers", 1) > 1:  # data.split_seed: per_seed: their mean
+        teacher_text = f"{teacher:.2f}% (mean of {summary['teachers']} per-seed teachers)"
+    else:
+        teacher_text = f"{teacher:.2f}%"
     runs = [m for m in load_runs(file_lookup(results), reference, seeds).values() if m]
     if not runs:
-        return f"Teacher: test top-1 {teacher:.2f}%.\n"
+        return f"Teacher: test top-1 {teacher_text}.\n"
     student = float(np.mean([m["test_acc"] for m in runs]))
-    line = (f"Teacher: test top-1 {teacher:.2f}%; {reference.label} student: {student:.2f}% "
+    line = (f"Teacher: test top-1 {teacher_text}; {reference.label} student: {student:.2f}% "
             f"(mean of {len(runs)} seeds).")
     if teacher <= student:
         line = f"**Warning: the teacher is not better than its student.** {line}"

@@ -152,6 +152,10 @@ def test_teacher_line_warns_when_the_teacher_is_no_better(tmp_path):
     for seed in (0, 1, 2):
         _write(tmp_path, "baselines", "ce", seed, test_acc=45.0, test_nll=1.0)
     assert teacher_line(tmp_path, CE_ROW, [0, 1, 2]).startswith("Teacher: test top-1 60.00%")
+    (tmp_path / "teacher" / "metrics.json").write_text(json.dumps({"test_acc": 60.0,
+                                                                   "teachers": 3}))
+    assert teacher_line(tmp_path, CE_ROW, [0, 1, 2]).startswith(
+        "Teacher: test top-1 60.00% (mean of 3 per-seed teachers); CE student: 45.00%")
 
 
 def test_claims_pair_by_seed_and_say_whether_the_paper_holds(tmp_path, base_raw):
