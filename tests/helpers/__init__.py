@@ -105,13 +105,6 @@ def dvc(root, *args: str, check: bool = True, timeout: float = 900):
 def make_dvc_project(root, raw: dict, migrated_db):
     """The repo's code and dvc.yaml in a fresh git + DVC repo under ``root``, with ``raw``
     as params.yaml and a copy of a pre-migrated MLflow store."""
-    import shutil
-    import sys
-
-    import yaml
-
-    from .conftest import REPO
-
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
