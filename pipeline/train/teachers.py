@@ -15,12 +15,11 @@ student.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Params
-from pipeline.core.io import atomic_write_csv, atomic_write_json
+from pipeline.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from pipeline.core.paths import TEACHER_DIR
 from pipeline.core.runs import RunSpec
 from pipeline.core.tracking import RUN_FILE
@@ -57,12 +56,11 @@ def teacher_specs(params: Params) -> list[RunSpec]:
 
 def publish(params: Params, spec: RunSpec, root: Path) -> None:
     """Place the teacher ``spec`` trained at :func:`teacher_file` of every distilling seed
-    it serves (a copy: the runner calls this after saving the model)."""
+    it serves (an atomic copy: the runner calls this after saving the model)."""
     for seed in distilling_seeds(params):
         if teacher_spec(params, seed) == spec:
-            target = root / teacher_file(seed)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / spec.folder("models") / "model.pt", target)
+            atomic_write_bytes(root / teacher_file(seed),
+                               (root / spec.folder("models") / "model.pt").read_bytes())
 
 
 def summarise(params: Params, root: Path, metrics: dict[int, dict[str, Any]]) -> dict[str, Any]:
