@@ -64,3 +64,18 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
     import torch
 
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_matrix(path: str | Path, matrix, classes: Sequence[str]) -> None:
+    """A class x class matrix as CSV (rows: true class)."""
+    header = "true_class," + ",".join(classes)
+    rows = [f"{c}," + ",".join(f"{v:.6f}" for v in row) for c, row in zip(classes, matrix,
+                                                                        strict=True)]
+    atomic_write_text(path, "\n".join([header, *rows]) + "\n")
+
+
+def read_matrix(path: str | Path):
+    """A matrix written by :func:`write_matrix` (rows and columns in class order)."""
+    import pandas as pd
+
+    return pd.read_csv(path, index_col=0).to_numpy()

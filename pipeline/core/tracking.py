@@ -27,6 +27,16 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 RUN_FILE = "mlflow_run.json"
 
 
+def recorded_run_id(results: Path) -> str | None:
+    """The MLflow run a stage recorded in ``<results>/mlflow_run.json`` (None when absent)."""
+    import json
+
+    try:
+        return json.loads((results / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def repo_root() -> Path:
     """``DVC_ROOT`` when DVC runs us, else the nearest folder holding ``dvc.yaml``."""
     if os.environ.get("DVC_ROOT"):

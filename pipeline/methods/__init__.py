@@ -8,7 +8,7 @@ and the params section ``<name>``) and the tables (row labels).
 Adding a method = one module ``pipeline/methods/<name>.py`` whose
 :class:`~pipeline.methods.base.Method` subclass has ``from_config``, one entry
 below, and its params section (``<name>:`` in ``params.yaml`` and a section
-class in ``pipeline/config.py``). This module imports no torch: method modules
+class in ``pipeline/core/config.py``). This module imports no torch: method modules
 are imported only when a method is built, so validating params stays fast.
 """
 

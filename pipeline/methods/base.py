@@ -30,15 +30,28 @@ class StepOutput:
 
 
 @dataclass
-class Report:
-    """What a method adds after training; the runner writes and logs it.
+class Explanations:
+    """Explanation maps of a few test images, one map per class: ``maps`` is (N, K, h, w)
+    (class-activation maps) or (N, K, C, H, W) (input-space explanations)."""
 
-    ``matrices``: file name -> class x class array (CSV); ``figures``: file name -> Figure.
+    images: Tensor
+    labels: Tensor
+    maps: Tensor
+    explainer: str
+
+
+@dataclass
+class Report:
+    """What a method adds after training, as data; the runner writes, draws and logs it.
+
+    ``similarity``: a class x class matrix (rows: true class), written as
+    ``similarity.csv`` and drawn as ``similarity.png``; ``explanations`` are drawn as
+    ``explanations.png``.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
-    matrices: dict[str, Any] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
+    similarity: Any = None
+    explanations: Explanations | None = None
 
 
 class Method(nn.Module):

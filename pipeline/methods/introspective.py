@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.core.config import IntrospectiveConfig
-from pipeline.methods.base import Method, Report, StepOutput, cross_entropy, eval_mode
+from pipeline.methods.base import (
+    Explanations,
+    Method,
+    Report,
+    StepOutput,
+    cross_entropy,
+    eval_mode,
+)
 from pipeline.methods.explain import gradcam_linear, input_gradients, similarity
 from pipeline.methods.targets import distillation, non_gt_transform
 
@@ -137,7 +144,6 @@ class Introspective(Method):
         depends on the teacher.
         """
         from pipeline.methods.analysis import similarity_report
-        from pipeline.train.report import explanation_grid, similarity_heatmaps
 
         x, y = data.batch("test", slice(None))
         classes = data.meta["classes"]
@@ -145,9 +151,6 @@ class Introspective(Method):
         shown = [int((y == c).nonzero()[0]) for c in range(len(classes)) if (y == c).any()][:10]
         with eval_mode(self.student), torch.enable_grad():
             _, maps, _ = self.explain(x[shown], y[shown])
-        return Report(
-            metrics=similarity_report(il, None, data.meta.get("groups")),
-            matrices={"similarity.csv": il},
-            figures={"similarity.png": similarity_heatmaps(il, None, classes, None),
-                     "explanations.png": explanation_grid(x[shown], y[shown], maps, classes,
-                                                          self.cfg.explainer)})
+        return Report(metrics=similarity_report(il, None, data.meta.get("groups")),
+                      similarity=il,
+                      explanations=Explanations(x[shown], y[shown], maps, self.cfg.explainer))

@@ -156,8 +156,8 @@ def similarity_rows(results: Path, params: Params,
                     teacher: np.ndarray | None) -> pd.DataFrame:
     """Per IL run: Spearman rank correlation (off-diagonal) of its class similarity with the
     teacher's mean softmax, both on the test split."""
+    from pipeline.core.io import read_matrix
     from pipeline.methods.analysis import off_diagonal
-    from pipeline.train.report import read_matrix
 
     records = []
     for variant in params.introspective_ablation.variants:

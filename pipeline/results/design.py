@@ -1,7 +1,8 @@
-"""The experiment's design: which tables the paper has, which rows each holds, and where
-each row's runs live (restricted to what ``params.yaml`` configures to run). Read by the
-aggregation, the claims and the notebook; ``dvc.yaml`` and ``dag/`` spell the same runs for
-DVC (``tests/integration/test_dvc_repro.py`` keeps them in step)."""
+"""The experiment's design: which training stage instances the DAG runs, which tables the
+paper has, which rows each holds, and where each row's runs live (restricted to what
+``params.yaml`` configures to run). Read by the aggregation, the claims, the estimate and
+the notebook; ``dvc.yaml`` and ``dag/`` spell the same instances for DVC
+(``tests/integration/test_dvc_repro.py`` keeps them in step)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,50 @@ class Row:
     def spec(self, seed: int) -> RunSpec:
         """The run behind this row for ``seed`` (its folder and MLflow run name)."""
         return RunSpec.of(self.stage, self.name, seed)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A stage instance as ``dvc stage list`` names it: the runs it trains and the instances
+    it waits for (besides ``prepare``). ``stage`` is where its runs live (``tune`` also for
+    ``tune_with_teacher``); ``runs`` counts them (a tune instance: trials x tuning seeds)."""
+
+    name: str
+    stage: str
+    method: str
+    runs: int
+    after: tuple[str, ...] = ()
+
+
+def instances(params: Params) -> list[Instance]:
+    """Every training stage instance the DAG expands to, and ``tune_select`` (no runs).
+
+    KD waits for the teacher stage, the tuned rows for ``tune_select``, which waits for
+    every tuning instance; the rest need only the prepared data.
+    """
+    from pipeline.train.teachers import teacher_specs  # one teacher, or one per seed
+
+    t, teacher = params.tune, ("teacher",)
+    out = [Instance("teacher", "teacher", "ce", len(teacher_specs(params)))]
+    for seed in params.seeds:
+        out += [Instance(f"baselines@{m}-{seed}", "baselines", m, 1)
+                for m in params.baselines.methods]
+        out += [Instance(f"kd_ablation@{v}-{seed}", "kd_ablation", "kd", 1, teacher)
+                for v in params.kd_ablation.variants]
+        out += [Instance(f"introspective@{v}-{seed}", "introspective", "introspective", 1)
+                for v in params.introspective_ablation.variants]
+    trials = len(t.trials) * len(t.seeds) if t.enabled else 0  # disabled: skipped trials
+    tuning = [Instance(f"tune@{m}", "tune", m, trials) for m in t.methods]
+    tuning += [Instance(f"tune_with_teacher@{m}", "tune", m, trials, teacher)
+               for m in t.teacher_methods]
+    out += [*tuning, Instance("tune_select", "tune_select", "", 0,
+                              tuple(i.name for i in tuning))]
+    for seed in params.seeds:  # tune.enabled: false still trains them, at the defaults
+        out += [Instance(f"tuned@{m}-{seed}", "tuned", m, 1, ("tune_select",))
+                for m in t.methods]
+        out += [Instance(f"tuned_with_teacher@{m}-{seed}", "tuned", m, 1,
+                         ("tune_select", *teacher)) for m in t.teacher_methods]
+    return out
 
 
 CE_ROW = Row("CE", "baselines", "ce")

@@ -9,8 +9,15 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.core.config import Params
-from pipeline.core.io import atomic_write_text
+from pipeline.core.io import atomic_write_text, read_matrix
 from pipeline.core.runs import RunSpec
+from pipeline.figures import (
+    accuracy_bars,
+    accuracy_curves,
+    reliability_diagrams,
+    save_figure,
+    similarity_heatmaps,
+)
 from pipeline.results.aggregate import (
     histories,
     pooled_reliability,
@@ -20,9 +27,7 @@ from pipeline.results.aggregate import (
 )
 from pipeline.results.claims import claim_rows, claims_markdown, look_alpha
 from pipeline.results.design import CE_ROW, default_row, tables
-from pipeline.results.figures import accuracy_bars, accuracy_curves, reliability_diagrams
 from pipeline.results.render import similarity_markdown, to_markdown
-from pipeline.train.report import read_matrix, save_figure, similarity_heatmaps
 
 
 def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path,

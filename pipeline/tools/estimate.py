@@ -26,10 +26,10 @@ from pipeline.core.config import Params, load_params
 from pipeline.core.models import build_model
 from pipeline.methods import build_method
 from pipeline.methods.base import Method
+from pipeline.results.design import instances
 from pipeline.tools.parallel import positive
 from pipeline.tools.schedule import Task, critical_path, makespan
 from pipeline.train.engine import Accel, accel_for, configure_runtime, prepare_models
-from pipeline.train.teachers import teacher_specs
 
 PLAIN = Accel()  # fp32, contiguous, eager
 
@@ -117,58 +117,26 @@ def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps:
 
 
 def plan(params: Params) -> list[tuple[str, str, int, int]]:
-    """``(stage, method, runs, epochs)`` for every training stage of the DAG."""
-    seeds, t = len(params.seeds), params.tune
-    teachers = len(teacher_specs(params))  # one, or one per seed (data.split_seed: per_seed)
-    rows = [("teacher", "ce", teachers, params.teacher.train.epochs)]
-    rows += [("baselines", m, seeds, params.student.train.epochs) for m in params.baselines.methods]
-    rows.append(("kd_ablation", "kd", seeds * len(params.kd_ablation.variants),
-                 params.student.train.epochs))
-    rows.append(("introspective", "introspective",
-                 seeds * len(params.introspective_ablation.variants), params.student.train.epochs))
-    if t.enabled:
-        rows += [("tune", m, len(t.trials) * len(t.seeds), params.student.train.epochs)
-                 for m in t.all_methods]
-    # tune.enabled: false still trains the tuned rows, at the untuned values
-    rows += [("tuned", m, seeds, params.student.train.epochs) for m in t.all_methods]
-    return rows
+    """``(stage, method, runs, epochs)`` for every training stage of the DAG (the runs of
+    :func:`~pipeline.results.design.instances`, summed per stage and method)."""
+    rows: dict[tuple[str, str], int] = {}
+    for i in instances(params):
+        if i.runs:
+            rows[(i.stage, i.method)] = rows.get((i.stage, i.method), 0) + i.runs
+    return [(stage, method, runs, _epochs(params, stage))
+            for (stage, method), runs in rows.items()]
+
+
+def _epochs(params: Params, stage: str) -> int:
+    return (params.teacher if stage == "teacher" else params.student).train.epochs
 
 
 def dag_tasks(params: Params, epoch_seconds: Callable[[str, str], float]) -> list[Task]:
-    """The DAG's training stage instances as tasks (``epoch_seconds(role, method)``), with
-    the edges that order them: KD waits for its seed's teacher, the tuned rows for
-    ``tune_select`` (which waits for every tuning stage)."""
-    t, student = params.tune, params.student.train.epochs
-    specs = teacher_specs(params)
-    teacher = [Task(spec.run_name, params.teacher.train.epochs * epoch_seconds("teacher", "ce"))
-               for spec in specs]
-    # the teacher stage trains its teachers one after another: a chain
-    teacher = [Task(x.name, x.seconds, (teacher[i - 1].name,) if i else ())
-               for i, x in enumerate(teacher)]
-    last_teacher = (teacher[-1].name,)
-    tasks = list(teacher)
-
-    def run(name: str, method: str, runs: int = 1, after: tuple[str, ...] = ()) -> Task:
-        return Task(name, runs * student * epoch_seconds("student", method), after)
-    for seed in params.seeds:
-        tasks += [run(f"baselines@{m}-{seed}", m) for m in params.baselines.methods]
-        tasks += [run(f"kd_ablation@{v}-{seed}", "kd", after=last_teacher)
-                  for v in params.kd_ablation.variants]
-        tasks += [run(f"introspective@{v}-{seed}", "introspective")
-                  for v in params.introspective_ablation.variants]
-    tuning = []
-    if t.enabled:
-        trials = len(t.trials) * len(t.seeds)
-        tuning = [run(f"tune@{m}", m, trials) for m in t.methods]
-        tuning += [run(f"tune_with_teacher@{m}", m, trials, last_teacher)
-                   for m in t.teacher_methods]
-    tasks += tuning
-    tasks.append(Task("tune_select", 0.0, tuple(x.name for x in tuning)))
-    for seed in params.seeds:
-        tasks += [run(f"tuned@{m}-{seed}", m, after=("tune_select",)) for m in t.methods]
-        tasks += [run(f"tuned_with_teacher@{m}-{seed}", m,
-                      after=("tune_select", *last_teacher)) for m in t.teacher_methods]
-    return tasks
+    """The DAG's stage instances as tasks (``epoch_seconds(role, method)``), with the edges
+    that order them (the teacher stage trains its teachers one after another)."""
+    return [Task(i.name, i.runs * _epochs(params, i.stage) * epoch_seconds(
+        "teacher" if i.stage == "teacher" else "student", i.method), i.after)
+        for i in instances(params)]
 
 
 def span(seconds: float) -> str:

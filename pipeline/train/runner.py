@@ -10,25 +10,35 @@ are relative to ``root`` (the repo, where DVC runs the stage).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import ModelConfig, Params, TrainConfig, fingerprint, flatten
 from pipeline.core.errors import ConfigError
-from pipeline.core.io import atomic_torch_save, atomic_write_csv, atomic_write_json
+from pipeline.core.io import (
+    atomic_torch_save,
+    atomic_write_csv,
+    atomic_write_json,
+    write_matrix,
+)
 from pipeline.core.metrics import reliability_bins
 from pipeline.core.models import build_model, load_teacher
 from pipeline.core.paths import PREPARED_DIR
 from pipeline.core.prepared import Prepared, load_prepared
 from pipeline.core.presets import load_preset
 from pipeline.core.runs import RunSpec
-from pipeline.core.tracking import RUN_FILE, NullTracker, Tracker, update_parent
+from pipeline.core.tracking import (
+    RUN_FILE,
+    NullTracker,
+    Tracker,
+    recorded_run_id,
+    update_parent,
+)
+from pipeline.figures import explanation_grid, save_figure, similarity_heatmaps, training_curves
 from pipeline.methods import REGISTRY, Teacher, build_method
 from pipeline.methods.base import Method
 from pipeline.train import distributed, engine
-from pipeline.train.report import save_figure, training_curves, write_matrix
 from pipeline.train.teachers import publish, teacher_file, teacher_spec
 from pipeline.train.tune import tuned_params
 
@@ -76,7 +86,7 @@ def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
         teacher = load_teacher(source, prepared.meta["sha256"], prepared.num_classes,
                                prepared.in_channels, params.teacher.model,
                                prepared.meta.get("subset_seed"))
-        teacher_run = _run_id(root / teacher_spec(params, spec.seed).folder() / RUN_FILE)
+        teacher_run = recorded_run_id(root / teacher_spec(params, spec.seed).folder())
         teacher_sha = hashlib.sha256(source.read_bytes()).hexdigest()
     engine.seed_everything(spec.seed)
     method = build_method(spec.method, params, lambda: build_model(
@@ -135,14 +145,8 @@ def parent_name_and_note(s: Setup) -> tuple[str, str]:
                   f"{s.params.profile} preset differs; configuration {s.config})")
 
 
-def _run_id(run_file: Path) -> str | None:
-    """The MLflow run recorded in a stage's ``mlflow_run.json`` (None when absent)."""
-    try:
-        return json.loads(run_file.read_text())["run_id"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
+# pipeline/figures.py is left out: a plotting edit reruns the stages (dvc.yaml), which find
+# their finished checkpoints and only redraw
 CODE_DIRS = ("pipeline/core", "pipeline/methods", "pipeline/train", "stages")
 CODE_BASE = Path(__file__).resolve().parents[2]  # the folder holding the imported ``pipeline``
 
@@ -261,12 +265,19 @@ def write_report(s: Setup, data: engine.DeviceData, tracker: Tracker,
                  epochs: int) -> dict[str, float]:
     """The method's own after-training report (IL: similarity matrix, explanations)."""
     report = s.method.report(data)
-    folder = s.path("results")
-    for name, matrix in report.matrices.items():
-        write_matrix(folder / name, matrix, data.meta["classes"])
-        tracker.log_artifact(folder / name)
-    for name, figure in report.figures.items():
-        save_figure(figure, folder / name)
+    folder, classes = s.path("results"), data.meta["classes"]
+    written = []
+    if report.similarity is not None:
+        write_matrix(folder / "similarity.csv", report.similarity, classes)
+        save_figure(similarity_heatmaps(report.similarity, None, classes, None),
+                    folder / "similarity.png")
+        written += ["similarity.csv", "similarity.png"]
+    if report.explanations is not None:
+        e = report.explanations
+        save_figure(explanation_grid(e.images, e.labels, e.maps, classes, e.explainer),
+                    folder / "explanations.png")
+        written.append("explanations.png")
+    for name in written:
         tracker.log_artifact(folder / name)
     if report.metrics:
         tracker.log_metrics(report.metrics, step=epochs)

@@ -22,7 +22,7 @@ from pipeline.core.config import Params
 from pipeline.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from pipeline.core.paths import TEACHER_DIR
 from pipeline.core.runs import RunSpec
-from pipeline.core.tracking import RUN_FILE
+from pipeline.core.tracking import RUN_FILE, recorded_run_id
 
 PER_SEED = "per_seed"  # the group (folder) of per-seed teachers
 PER_SEED_RESULTS = RunSpec("teacher", "ce", "full", 0, group=PER_SEED).folder().parent
@@ -69,7 +69,7 @@ def summarise(params: Params, root: Path, metrics: dict[int, dict[str, Any]]) ->
     import csv
 
     from pipeline.core.metrics import pool_reliability
-    from pipeline.train.report import save_figure, training_curves
+    from pipeline.figures import save_figure, training_curves
 
     folder = root / RunSpec("teacher", "ce").folder()
     seeds = sorted(metrics)
@@ -84,7 +84,7 @@ def summarise(params: Params, root: Path, metrics: dict[int, dict[str, Any]]) ->
         with open(sub / "history.csv", newline="") as f:
             histories.append(list(csv.DictReader(f)))
         reliabilities.append(_read_json(sub / "reliability.json"))
-        runs[str(seed)] = _read_json(sub / RUN_FILE).get("run_id")
+        runs[str(seed)] = recorded_run_id(sub)
     history = _mean_history(histories)
     atomic_write_csv(folder / "history.csv", history)
     save_figure(training_curves(history, f"teacher (mean of {len(seeds)} per-seed teachers)"),

@@ -83,6 +83,24 @@ def test_dag_edges_follow_the_teacher(project):
         assert ("teacher", free) not in edges
 
 
+def test_the_design_declares_the_instances_and_edges_dvc_runs(project):
+    """``results.design.instances`` (what the estimate schedules) is the DAG dvc.yaml and
+    dag/ expand to: the same stage instances, and between them the same edges."""
+    from pipeline.core.config import load_params
+    from pipeline.results.design import instances
+
+    root, out = project
+    declared = {i.name: i for i in instances(load_params(root / "params.yaml"))}
+    ran = {label(line.split("'")[1]) for line in out.splitlines()
+           if line.startswith("Running stage")}
+    assert set(declared) == ran - {"prepare", "aggregate"}
+    dot = dvc(root, "dag", "--dot").stdout
+    edges = {(label(a), label(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
+    among = {(a, b) for a, b in edges if a in declared and b in declared}
+    assert among == {(a, i.name) for i in declared.values() for a in i.after}
+    assert {i.name for i in declared.values() if i.runs == 0} == {"tune_select"}
+
+
 def test_mlflow_has_one_finished_run_per_training(project):
     root, _ = project
     runs = [r for r in _runs(root) if r.data.tags.get("stage") not in ("aggregate", "tune")
@@ -265,7 +283,8 @@ def test_a_params_edit_reruns_exactly_what_reads_it(project, key, value, expecte
 
 
 CODE_EDITS = [
-    ("pipeline/results/figures.py", {"aggregate"}),
+    # per-run figures are drawn by every training run, the tables' by aggregate
+    ("pipeline/figures.py", STUDENT_STAGES | {"teacher", "aggregate"}),
     ("pipeline/results/aggregate.py", {"aggregate"}),
     ("pipeline/results/selection.py", {"tune_select"}),
     ("pipeline/methods/label_smoothing.py", {"baselines@label_smoothing-0"}),

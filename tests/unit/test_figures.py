@@ -8,7 +8,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib import pyplot as plt
 
-from pipeline.train.report import explanation_grid
+from pipeline.figures import explanation_grid
 
 
 def _tile(mosaic: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
