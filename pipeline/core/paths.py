@@ -13,8 +13,9 @@ PRESETS = Path("presets")
 PREPARED_DIR = Path("data/prepared")  # data.npz + meta.json (pipeline/core/prepared.py)
 RESULTS, MODELS, CHECKPOINTS = Path("results"), Path("models"), Path("checkpoints")
 TABLES, FIGURES = RESULTS / "tables", RESULTS / "figures"  # aggregate's outputs
-TUNE_DIR = RESULTS / "tune"  # tune@<method> writes <method>/trial-<k>.json here
-TUNE_MODELS = MODELS / "tune"  # ... and its trials' models below <method>/
+TUNE_DIR = RESULTS / "tune"  # tune@<method>-<k> writes <method>/trial-<k>/ here:
+TUNE_RECORD = "trial.json"  # the trial's configuration and validation scores, and its runs
+TUNE_MODELS = MODELS / "tune"  # ... and the runs' models below <method>/trial-<k>/
 TEACHER_DIR = MODELS / "teacher"  # seed-<s>/model.pt: the teacher a student of seed s distils
 
 REPORTS = Path("reports")  # committed tables per profile (pipeline/tools/report.py)

@@ -32,7 +32,7 @@ class Row:
 class Instance:
     """A stage instance as ``dvc stage list`` names it: the runs it trains and the instances
     it waits for (besides ``prepare``). ``stage`` is where its runs live (``tune`` also for
-    ``tune_with_teacher``); ``runs`` counts them (a tune instance: trials x tuning seeds)."""
+    ``tune_with_teacher``); ``runs`` counts them (a tune instance: one per tuning seed)."""
 
     name: str
     stage: str
@@ -58,10 +58,10 @@ def instances(params: Params) -> list[Instance]:
                 for v in params.kd_ablation.variants]
         out += [Instance(f"introspective@{v}-{seed}", "introspective", "introspective", 1)
                 for v in params.introspective_ablation.variants]
-    trials = len(t.trials) * len(t.seeds) if t.enabled else 0  # disabled: skipped trials
-    tuning = [Instance(f"tune@{m}", "tune", m, trials) for m in t.methods]
-    tuning += [Instance(f"tune_with_teacher@{m}", "tune", m, trials, teacher)
-               for m in t.teacher_methods]
+    runs = len(t.seeds) if t.enabled else 0  # a trial's runs (disabled: a skipped record)
+    tuning = [Instance(f"tune@{m}-{k}", "tune", m, runs) for m in t.methods for k in t.trials]
+    tuning += [Instance(f"tune_with_teacher@{m}-{k}", "tune", m, runs, teacher)
+               for m in t.teacher_methods for k in t.trials]
     out += [*tuning, Instance("tune_select", "tune_select", "", 0,
                               tuple(i.name for i in tuning))]
     for seed in params.seeds:  # tune.enabled: false still trains them, at the defaults

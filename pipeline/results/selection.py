@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.core.paths import TUNED_FILE
+from pipeline.core.paths import TUNE_RECORD, TUNED_FILE
 
 
 def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -42,4 +42,5 @@ def write_tuned(best: dict[str, Any], methods: list[str], path: Path = TUNED_FIL
 
 
 def read_trials(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/trial-*.json"))]
+    """Every trial record below ``results/tune`` (``<method>/trial-<k>/trial.json``)."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(f"*/trial-*/{TUNE_RECORD}"))]

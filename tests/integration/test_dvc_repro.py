@@ -20,10 +20,17 @@ from pipeline.tools.parallel import label
 
 from ..helpers import REPO, dvc, make_dvc_project, seed_runs, sh, tiny_raw
 
+
+def trials(stage: str) -> set[str]:
+    """A tuning stage's instances in the tiny DAG: one per trial (tune.trials [0, 1])."""
+    return {f"{stage}-0", f"{stage}-1"}
+
+
 STUDENT_STAGES = {
     "baselines@ce-0", "baselines@label_smoothing-0", "kd_ablation@full-0",
-    "kd_ablation@shuffled_non_gt-0", "introspective@full-0", "tune@ce", "tune@introspective",
-    "tune_with_teacher@kd", "tuned@ce-0", "tuned@introspective-0", "tuned_with_teacher@kd-0"}
+    "kd_ablation@shuffled_non_gt-0", "introspective@full-0", *trials("tune@ce"),
+    *trials("tune@introspective"), *trials("tune_with_teacher@kd"), "tuned@ce-0",
+    "tuned@introspective-0", "tuned_with_teacher@kd-0"}
 
 
 def tiny_dag_raw(base_raw: dict) -> dict:
@@ -77,9 +84,9 @@ def test_dag_edges_follow_the_teacher(project):
     dot = dvc(root, "dag", "--dot").stdout
     edges = {(label(a), label(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
     assert ("teacher", "kd_ablation@full-0") in edges
-    assert ("teacher", "tune_with_teacher@kd") in edges
+    assert ("teacher", "tune_with_teacher@kd-0") in edges
     assert ("prepare", "baselines@ce-0") in edges
-    for free in ("baselines@ce-0", "introspective@full-0", "tune@ce", "tuned@ce-0"):
+    for free in ("baselines@ce-0", "introspective@full-0", "tune@ce-0", "tuned@ce-0"):
         assert ("teacher", free) not in edges
 
 
@@ -189,8 +196,9 @@ def test_tuned_runs_train_with_the_selected_configuration(project):
     root, _ = project
     tuned = yaml.safe_load((root / "params_tuned.yaml").read_text())
     assert set(tuned) == {"ce", "introspective", "kd", "selection"}
-    trials = [json.loads((root / f"results/tune/kd/trial-{t}.json").read_text()) for t in (0, 1)]
-    best = max(trials, key=lambda t: (t["val_acc"], -t["val_nll"]))
+    records = [json.loads((root / f"results/tune/kd/trial-{t}/trial.json").read_text())
+               for t in (0, 1)]
+    best = max(records, key=lambda t: (t["val_acc"], -t["val_nll"]))
     assert tuned["kd"] == best["overrides"] and tuned["selection"]["kd"]["trial"] == best["trial"]
     run_id = json.loads((root / "results/tuned/kd-0/mlflow_run.json").read_text())["run_id"]
     logged = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run_id).data.params
@@ -244,14 +252,14 @@ def _set(raw: dict, dotted: str, value) -> None:
 
 PARAM_EDITS = [
     # (key, new value, stage instances `dvc status` must report)
-    ("introspective.tau", 0.05, {"introspective@full-0", "tune@introspective",
+    ("introspective.tau", 0.05, {"introspective@full-0", *trials("tune@introspective"),
                                  "tuned@introspective-0"}),
     ("kd.T", 2.0, {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
-                   "tune_with_teacher@kd", "tuned_with_teacher@kd-0"}),
+                   *trials("tune_with_teacher@kd"), "tuned_with_teacher@kd-0"}),
     ("label_smoothing.epsilon", 0.2, {"baselines@label_smoothing-0"}),
-    ("tune.own.introspective", {"gt_prob": [0.7, 0.9]}, {"tune@introspective"}),
-    ("tune.shared.lr", [0.01, 0.05, 0.2], {"tune@ce", "tune@introspective",
-                                           "tune_with_teacher@kd"}),
+    ("tune.own.introspective", {"gt_prob": [0.7, 0.9]}, trials("tune@introspective")),
+    ("tune.shared.lr", [0.01, 0.05, 0.2], trials("tune@ce") | trials("tune@introspective")
+     | trials("tune_with_teacher@kd")),
     ("student.train.weight_decay", 0.001, STUDENT_STAGES),
     ("teacher.train.lr", 0.02, {"teacher"}),
     ("introspective_ablation.variants", ["full", "uniform_non_gt"], {"introspective@uniform_non_gt-0",
@@ -289,7 +297,7 @@ CODE_EDITS = [
     ("pipeline/results/selection.py", {"tune_select"}),
     ("pipeline/methods/label_smoothing.py", {"baselines@label_smoothing-0"}),
     ("pipeline/methods/kd.py", {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
-                                "tune_with_teacher@kd", "tuned_with_teacher@kd-0"}),
+                                *trials("tune_with_teacher@kd"), "tuned_with_teacher@kd-0"}),
     ("pipeline/train/engine.py", STUDENT_STAGES | {"teacher"}),
     ("pipeline/core/metrics.py", STUDENT_STAGES | {"teacher", "prepare", "tune_select",
                                  "aggregate"}),

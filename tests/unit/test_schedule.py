@@ -46,13 +46,17 @@ def test_the_estimate_orders_the_dag(base_raw):
     params = parse_params(base_raw, "t")
     tasks = dag_tasks(params, lambda role, method: 10.0 if role == "teacher" else 1.0)
     by_name = {t.name: t for t in tasks}
-    # as many training tasks as plan() counts runs (a tune stage holds its trials)
+    # as many training tasks as plan() counts runs (a tune instance holds a run per
+    # tuning seed)
     stages = [t for t in tasks if t.name != "tune_select"]
     assert len(stages) == sum(r for s, _, r, _ in plan(params) if s != "tune") + len(
-        params.tune.all_methods)
+        params.tune.all_methods) * len(params.tune.trials)
     assert by_name["kd_ablation@full-0"].after == ("teacher",)
     assert by_name["tuned_with_teacher@kd-1"].after == ("tune_select", "teacher")
-    assert set(by_name["tune_select"].after) == {f"tune@{m}" for m in params.tune.methods} | {
-        "tune_with_teacher@kd"}
+    trials = params.tune.trials
+    assert set(by_name["tune_select"].after) == {
+        f"tune@{m}-{k}" for m in params.tune.methods for k in trials} | {
+        f"tune_with_teacher@kd-{k}" for k in trials}
+    assert by_name["tune_with_teacher@kd-0"].after == ("teacher",)
     epochs = params.student.train.epochs
-    assert by_name["tune@ce"].seconds == len(params.tune.trials) * epochs  # 1 s per epoch
+    assert by_name["tune@ce-1"].seconds == len(params.tune.seeds) * epochs  # 1 s per epoch

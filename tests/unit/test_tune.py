@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -105,17 +106,33 @@ def test_bad_tune_params(base_raw, edit, message):
 
 def test_tuning_off_still_writes_the_stage_outputs(tmp_path, base_raw, monkeypatch):
     """tune.enabled: false trains nothing, yet DVC needs every declared output of
-    tune@<method>: the trial records (marked skipped) and the (empty) models folder."""
+    tune@<method>-<trial>: the trial record (marked skipped) and the (empty) models folder."""
     import json
 
-    from stages.tune import trials
+    from stages.tune import trial
 
     raw = copy.deepcopy(base_raw)
     raw["tune"]["enabled"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
-    trials("ce")
-    records = sorted((tmp_path / "results/tune/ce").glob("trial-*.json"))
+    for index in raw["tune"]["trials"]:
+        trial("ce", index)
+    records = sorted((tmp_path / "results/tune/ce").glob("trial-*/trial.json"))
     assert [json.loads(r.read_text())["skipped"] for r in records] == [True] * 3
-    assert (tmp_path / "models/tune/ce").is_dir()
-    assert not any((tmp_path / "models/tune/ce").iterdir())
+    for index in raw["tune"]["trials"]:
+        models = tmp_path / f"models/tune/ce/trial-{index}"
+        assert models.is_dir() and not any(models.iterdir())
+
+
+@pytest.mark.parametrize(("method", "index", "message"), [
+    ("nope", 0, "method 'nope' is not in tune.methods"),
+    ("ce", 7, "trial 7 is not in tune.trials [0, 1, 2]")])
+def test_a_trial_outside_the_plan_is_refused(tmp_path, base_raw, monkeypatch, method, index,
+                                             message):
+    from stages.tune import trial
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base_raw))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        trial(method, index)
+    assert not (tmp_path / "results").exists()
