@@ -26,7 +26,7 @@ from pipeline.core.config import Params, load_params
 from pipeline.core.models import build_model
 from pipeline.methods import build_method
 from pipeline.methods.base import Method
-from pipeline.results.design import instances
+from pipeline.results.design import Instance, instances
 from pipeline.tools.parallel import positive
 from pipeline.tools.schedule import Task, critical_path, makespan
 from pipeline.train.engine import Accel, accel_for, configure_runtime, prepare_models
@@ -134,9 +134,10 @@ def _epochs(params: Params, stage: str) -> int:
 def dag_tasks(params: Params, epoch_seconds: Callable[[str, str], float]) -> list[Task]:
     """The DAG's stage instances as tasks (``epoch_seconds(role, method)``), with the edges
     that order them (the teacher stage trains its teachers one after another)."""
-    return [Task(i.name, i.runs * _epochs(params, i.stage) * epoch_seconds(
-        "teacher" if i.stage == "teacher" else "student", i.method), i.after)
-        for i in instances(params)]
+    def seconds(i: Instance) -> float:  # tune_select (and skipped trials) train nothing
+        role = "teacher" if i.stage == "teacher" else "student"
+        return i.runs * _epochs(params, i.stage) * epoch_seconds(role, i.method) if i.runs else 0.0
+    return [Task(i.name, seconds(i), i.after) for i in instances(params)]
 
 
 def span(seconds: float) -> str:

@@ -17,9 +17,12 @@ def test_the_device_checks_cpu_dry_run_passes_every_step(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "every step passed" in done.stdout
     steps = {p.stem for p in tmp_path.glob("*.txt")}
-    assert {"tests", "throughput-fp32", "throughput-amp", "throughput-compile", "il-overhead",
-            "estimate"} <= steps
+    assert {"tests", "smoke", "throughput-fp32", "throughput-amp", "throughput-compile",
+            "il-overhead", "packing", "estimate"} <= steps
     assert "| ce |" in (tmp_path / "throughput-compile.txt").read_text()
+    smoke = (tmp_path / "smoke.txt").read_text()  # every method resumed bit for bit
+    assert smoke.count("| equal |") == smoke.count("\n| ") - 1 >= 12, smoke
+    assert "| 2 |" in (tmp_path / "packing.txt").read_text()
     estimate = (tmp_path / "estimate.txt").read_text()
     assert "**total**" in estimate and "wall time on 2 worker(s)" in estimate
 

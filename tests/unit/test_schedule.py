@@ -44,7 +44,9 @@ def test_the_estimate_orders_the_dag(base_raw):
     from pipeline.tools.estimate import dag_tasks, plan
 
     params = parse_params(base_raw, "t")
-    tasks = dag_tasks(params, lambda role, method: 10.0 if role == "teacher" else 1.0)
+    # what the estimate measured: a (role, method) it did not measure is a KeyError
+    measured = {("teacher", "ce"): 10.0} | {("student", m): 1.0 for _, m, _, _ in plan(params)}
+    tasks = dag_tasks(params, lambda role, method: measured[(role, method)])
     by_name = {t.name: t for t in tasks}
     # as many training tasks as plan() counts runs (a tune instance holds a run per
     # tuning seed)
