@@ -47,18 +47,21 @@ else
     estimate=(--preset quick --steps 1 -j 2)
 fi
 
-step 75 tests "$py" "${tests[@]}"
+step 60 tests "$py" "${tests[@]}"
 # every method for two epochs at the preset's runtime: step time, peak memory, host syncs
 # per step (CUDA's sync debug mode), stop-and-resume equality
-step 70 smoke "$py" benchmarks/smoke.py "${smoke[@]}"
-step 45 throughput-fp32 "$py" benchmarks/throughput.py "${size[@]}"
-step 45 throughput-amp "$py" benchmarks/throughput.py "${size[@]}" --amp auto --channels-last
+step 60 smoke "$py" benchmarks/smoke.py "${smoke[@]}"
+step 40 throughput-fp32 "$py" benchmarks/throughput.py "${size[@]}"
+step 40 throughput-amp "$py" benchmarks/throughput.py "${size[@]}" --amp auto --channels-last
 # compile: CE and IL with Grad-CAM (input-space explainers refuse runtime.compile)
-step 100 throughput-compile "$py" benchmarks/throughput.py "${size[@]}" --compile \
+step 90 throughput-compile "$py" benchmarks/throughput.py "${size[@]}" --compile \
     --methods ce,il-gradcam
+# CUDA graphs (runtime.compile_mode: reduce-overhead, off until this step measures it)
+step 60 throughput-graphs "$py" benchmarks/throughput.py "${size[@]}" --compile \
+    --compile-mode reduce-overhead --methods ce,il-gradcam
 step 30 il-overhead "$py" benchmarks/il_overhead.py "${size[@]}" --classes 10
 # K runs packed on one device (parallel --per-gpu K): total images/s
-step 75 packing "$py" benchmarks/packing.py "${packing[@]}"
+step 60 packing "$py" benchmarks/packing.py "${packing[@]}"
 step 40 estimate "$py" -m pipeline.tools.estimate "${estimate[@]}"
 echo "== done: $([ $status -eq 0 ] && echo 'every step passed' || echo 'some step failed'); outputs in $out"
 exit $status

@@ -1,7 +1,8 @@
 """Training throughput of every method through the engine, against a bare PyTorch loop.
 
     .venv/bin/python benchmarks/throughput.py [--arch resnet20] [--batch 128] [--classes 10]
-        [--amp off|auto|bf16|fp16] [--channels-last] [--compile] [--rounds 30]
+        [--amp off|auto|bf16|fp16] [--channels-last] [--compile]
+        [--compile-mode default|reduce-overhead|max-autotune] [--rounds 30]
 
 Same model, same data (random 32x32 uint8 images resident on the device), same batch size
 and the same tensor augmentation, one process. The bare loop is the minimum any trainer
@@ -107,12 +108,16 @@ def main() -> None:
     parser.add_argument("--amp", default="off", choices=["off", "auto", "bf16", "fp16"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune"],
+                        help="reduce-overhead: CUDA graphs (one batch, so static shapes)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    accel = engine.accel_for(RuntimeConfig(amp=args.amp, channels_last=args.channels_last,
-                                           compile=args.compile), device)
+    accel = engine.accel_for(RuntimeConfig(
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+        compile_mode=args.compile_mode, static_shapes=args.compile_mode != "default"), device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.05,
                       schedule={"name": "constant"}, augment={"crop_padding": 4, "flip": True})

@@ -166,11 +166,26 @@ class RuntimeConfig(Section):
     amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     channels_last: bool = False
     compile: bool = False
+    # prepared for CUDA graphs, off until a GPU measures them (docs/gpu.md): one batch shape
+    # per epoch (the last partial batch dropped; the order is reshuffled every epoch), and
+    # torch.compile's mode ("reduce-overhead" captures CUDA graphs; needs static_shapes)
+    static_shapes: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
     @field_validator("amp", mode="before")
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _compile_mode_needs_compile(self) -> RuntimeConfig:
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"runtime.compile_mode: {self.compile_mode} needs runtime.compile: "
+                             "true")
+        if self.compile_mode == "reduce-overhead" and not self.static_shapes:
+            raise ValueError("runtime.compile_mode: reduce-overhead (CUDA graphs) needs "
+                             "runtime.static_shapes: true (one graph per batch shape)")
+        return self
 
 
 class TeacherConfig(Section):

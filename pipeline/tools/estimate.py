@@ -14,7 +14,6 @@ as a lower bound.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +28,13 @@ from pipeline.methods.base import Method
 from pipeline.results.design import Instance, instances
 from pipeline.tools.parallel import positive
 from pipeline.tools.schedule import Task, critical_path, makespan
-from pipeline.train.engine import Accel, accel_for, configure_runtime, prepare_models
+from pipeline.train.engine import (
+    Accel,
+    accel_for,
+    configure_runtime,
+    epoch_steps,
+    prepare_models,
+)
 
 PLAIN = Accel()  # fp32, contiguous, eager
 
@@ -181,7 +186,7 @@ def entry(argv: list[str] | None = None) -> None:
         key = (role, method)
         if key not in cache:
             cache[key] = step_seconds(params, method, classes, shape, batch, args.steps, device,
-                                      role, accel) * math.ceil(n / batch)
+                                      role, accel) * epoch_steps(n, batch, accel.static_shapes)[0]
         hours = runs * epochs * cache[key] / 3600
         total_runs += runs
         total_hours += hours

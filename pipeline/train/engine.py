@@ -76,6 +76,8 @@ class Accel:
     amp: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
+    static_shapes: bool = False  # drop each epoch's last partial batch
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -92,7 +94,16 @@ def accel_for(runtime: RuntimeConfig, device: torch.device) -> Accel:
     amp = dtypes.get(runtime.amp)
     if runtime.amp == "auto":
         amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return Accel(amp, runtime.channels_last, runtime.compile)
+    return Accel(amp, runtime.channels_last, runtime.compile, runtime.compile_mode,
+                 runtime.static_shapes)
+
+
+def epoch_steps(n: int, batch_size: int, static_shapes: bool) -> tuple[int, int]:
+    """Steps per epoch and the samples they train on: every sample, or under static shapes
+    only full batches (the dropped remainder differs each epoch: the order is reshuffled)."""
+    if static_shapes and n >= batch_size:
+        return n // batch_size, n // batch_size * batch_size
+    return math.ceil(n / batch_size), n
 
 
 def prepare_models(method: Method, device: torch.device, accel: Accel) -> None:
@@ -105,7 +116,8 @@ def prepare_models(method: Method, device: torch.device, accel: Accel) -> None:
             if isinstance(model, nn.Module):
                 # the trunk serves forward and forward_features (IL's feature-map explainers);
                 # compiled in place, so state_dict keys stay unprefixed
-                getattr(model, "trunk", model).compile()
+                mode = {} if accel.compile_mode == "default" else {"mode": accel.compile_mode}
+                getattr(model, "trunk", model).compile(**mode)
 
 
 def seed_everything(seed: int) -> None:
@@ -363,7 +375,8 @@ def fit(
             lr = train_epoch(state, data, cfg, epoch, position, stop, save, accel, progress, label)
             scored = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
             row = {"epoch": epoch + 1, "lr": lr, **_floats(position.sums),
-                   "train_acc": 100.0 * float(position.correct) / data.size("train"),
+                   "train_acc": 100.0 * float(position.correct) / epoch_steps(
+                       data.size("train"), cfg.batch_size, accel.static_shapes)[1],
                    **method.epoch_metrics(),
                    **(evaluate(method, data, cfg.eval_batch_size, accel) if scored else {})}
             row["epoch_time_s"] = time.perf_counter() - tic
@@ -389,8 +402,8 @@ def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: in
     """
     method, optimizer, scaler = state.method, state.optimizer, state.scaler
     rank, world = distributed.rank_world()
-    n, lr = data.size("train"), lr_at(cfg, epoch)
-    steps = math.ceil(n / cfg.batch_size)
+    lr = lr_at(cfg, epoch)
+    steps, seen = epoch_steps(data.size("train"), cfg.batch_size, accel.static_shapes)
     for group in optimizer.param_groups:
         group["lr"] = lr
     method.train()
@@ -416,7 +429,7 @@ def train_epoch(state: TrainState, data: DeviceData, cfg: TrainConfig, epoch: in
             distributed.average_gradients(optimizer.param_groups[0]["params"], world)
         scaler.step(optimizer)
         scaler.update()
-        position.add(out, loss, y, len(y) / n)
+        position.add(out, loss, y, len(y) / seen)
         position.step = i + 1
         if _any_rank(stop.requested, world, data.device):
             _raise_if_diverged(first_bad, world, data.device, label, epoch)

@@ -18,7 +18,7 @@ def test_the_device_checks_cpu_dry_run_passes_every_step(tmp_path):
     assert "every step passed" in done.stdout
     steps = {p.stem for p in tmp_path.glob("*.txt")}
     assert {"tests", "smoke", "throughput-fp32", "throughput-amp", "throughput-compile",
-            "il-overhead", "packing", "estimate"} <= steps
+            "throughput-graphs", "il-overhead", "packing", "estimate"} <= steps
     assert "| ce |" in (tmp_path / "throughput-compile.txt").read_text()
     smoke = (tmp_path / "smoke.txt").read_text()  # every method resumed bit for bit
     assert smoke.count("| equal |") == smoke.count("\n| ") - 1 >= 12, smoke

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -127,3 +128,17 @@ def test_fast_path_settings_an_input_space_explainer_cannot_use(base_raw, runtim
         parse_params(raw)
     raw["introspective"]["explainer"] = "gradcam"  # Grad-CAM reads the forward's feature map
     assert parse_params(raw).introspective.explainer == "gradcam"
+
+
+@pytest.mark.parametrize(("runtime", "expected"), [
+    ({"compile_mode": "max-autotune"}, "runtime.compile_mode: max-autotune needs runtime.compile"),
+    ({"compile": True, "compile_mode": "reduce-overhead"},
+     "compile_mode: reduce-overhead (CUDA graphs) needs runtime.static_shapes: true"),
+])
+def test_cuda_graph_settings_come_together(base_raw, runtime, expected):
+    raw = copy.deepcopy(base_raw)
+    raw["runtime"].update(runtime)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_params(raw)
+    raw["runtime"].update(compile=True, static_shapes=True)
+    assert parse_params(raw).runtime.compile_mode == runtime["compile_mode"]

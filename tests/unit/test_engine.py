@@ -254,3 +254,36 @@ def test_cuda_runs_use_torchs_foreach_sgd_and_checkpoints_cross_over():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # same math, other kernels
     cpu_opt.load_state_dict(cuda_opt.state_dict())
     cuda_opt.load_state_dict(cpu_opt.state_dict())
+
+
+class _Recording(CE):
+    """CE that records each step's batch size and mean loss (a hand reference)."""
+
+    def __init__(self, student):
+        super().__init__(student)
+        self.steps: list[tuple[int, float]] = []
+
+    def step(self, x, y, epoch):
+        out = super().step(x, y, epoch)
+        self.steps.append((len(y), float(out.loss)))
+        return out
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_static_shapes_drop_the_partial_batch_and_average_what_trained(static):
+    """70 samples, batch 16: four full batches and one of 6, or (static shapes, prepared
+    for CUDA graphs) the four full ones only; the epoch's train_loss is the sample mean
+    over the steps that ran, its train_acc over the samples they saw."""
+    data = device_data(num_classes=2, per_class=35)
+    assert data.size("train") == 70
+    torch.manual_seed(0)
+    method = _Recording(build_model("small_cnn", 2, 1, 0.25))
+    row, = engine.fit(method, data, train_cfg(epochs=1, batch_size=16), seed=0, progress=False,
+                      accel=engine.Accel(static_shapes=static))
+    sizes = [n for n, _ in method.steps]
+    assert sizes == ([16] * 4 if static else [16] * 4 + [6])
+    seen = sum(sizes)
+    mean = sum(n * loss for n, loss in method.steps) / seen
+    assert row["train_loss"] == pytest.approx(mean, rel=1e-6)
+    assert 0 <= row["train_acc"] <= 100 and (row["train_acc"] * seen / 100) == pytest.approx(
+        round(row["train_acc"] * seen / 100), abs=1e-6)  # a whole number of correct samples
