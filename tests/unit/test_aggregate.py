@@ -117,7 +117,7 @@ def test_pooled_reliability(tmp_path):
 def test_figures_have_expected_axes(tmp_path, base_raw):
     import matplotlib.pyplot as plt
 
-    from pipeline.results import figures
+    from pipeline import figures
 
     for seed in (0, 1):
         _write(tmp_path, "baselines", "ce", seed, test_acc=90.0 + seed, test_nll=1, test_ece=0)
