@@ -87,10 +87,11 @@ def test_plan_counts_every_training_run():
                     "introspective": 3 * seeds, "tune": 10 * 3 * 1, "tuned": 10 * seeds}
     n, classes, shape = dataset_shape(params)
     assert (n, classes, shape) == (1347 - 10 * 10, 10, (1, 8, 8))
-    # the decided run: 4 baselines, 3 + 3 variants, no tuning but tuned@ce (at the defaults)
+    # the decided run: 4 baselines, 3 + 3 variants, no tuning but tuned@ce (at the defaults),
+    # and a teacher per seed (per-seed subsets; no tuning seeds: nothing tuned distils one)
     decide = preset("cifar10-decide")
     count = {s: sum(r for t, _, r, _ in plan(decide) if t == s) for s, *_ in plan(decide)}
-    assert count == {"teacher": 1, "baselines": 20, "kd_ablation": 15, "introspective": 15,
+    assert count == {"teacher": 5, "baselines": 20, "kd_ablation": 15, "introspective": 15,
                      "tuned": 5}
     # per-seed subsets: a teacher per reported and per tuning seed (3 + 1)
     per_seed = params.model_copy(update={"data": params.data.model_copy(
