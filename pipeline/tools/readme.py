@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from pipeline.core.paths import README, REPORTS, RESULTS_DOC
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -38,6 +40,24 @@ def splice(readme: str, block: str, start: str = START, end: str = END) -> str:
     return f"{head}{start}\n{block.strip()}\n{end}{tail}"
 
 
+def _sizes(folder: Path, sizes: dict) -> str:
+    """The images a run trained on: the prepared split, or with ``data.split_seed: per_seed``
+    the per-class counts each seed draws from the prepared pool."""
+    params = folder / "params.yaml"
+    data = yaml.safe_load(params.read_text()).get("data", {}) if params.is_file() else {}
+    if data.get("split_seed") == "per_seed":
+        return (f"per seed, {data.get('train_per_class')} train / {data.get('val_per_class')} "
+                f"val images per class drawn from the {sizes['train']}-image training pool; "
+                f"{sizes['test']} test images")
+    return f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test images"
+
+
+def _machine(prov: dict) -> str:
+    if prov.get("cpu_capability"):  # recorded since reports name torch's CPU kernels
+        return f"{prov['machine']} CPU ({prov['cpu']}, torch {prov['cpu_capability']} kernels)"
+    return f"{prov['machine']} CPU"
+
+
 def block(folder: Path, link: str = "") -> str:
     """The tables of one report, preceded (beyond the quick profile) by provenance and
     figures; ``link`` prefixes the figures' paths (``../`` from ``docs/``)."""
@@ -45,10 +65,9 @@ def block(folder: Path, link: str = "") -> str:
     if folder.name == "quick":
         return text
     prov = json.loads((folder / "provenance.json").read_text())
-    sizes = prov["sizes"]
     lines = [f"Generated from `{folder}/` (commit `{prov['commit'][:10]}`, dataset sha256 "
-             f"`{prov['dataset_sha256'][:12]}`: {sizes['train']} train / {sizes['val']} val / "
-             f"{sizes['test']} test images; {prov['machine']} CPU, Python {prov['python']}).", ""]
+             f"`{prov['dataset_sha256'][:12]}`: {_sizes(folder, prov['sizes'])}; "
+             f"{_machine(prov)}, Python {prov['python']}).", ""]
     figures = [(name, title) for name, title in FIGURES if (folder / "figures" / name).is_file()]
     if figures:
         lines += [" ".join(f"![{title}]({link}{folder}/figures/{name})"

@@ -68,6 +68,23 @@ def installed_versions() -> dict[str, str]:
     return found
 
 
+def cpu() -> dict[str, str]:
+    """The CPU and the kernel set torch dispatches to on it (``DEFAULT``, ``AVX2``,
+    ``AVX512``...). Two machines with different kernel sets round sums differently, so the
+    same seed lands elsewhere within seed noise: ``make verify`` says so up front."""
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True,
@@ -97,7 +114,7 @@ def save(params: Path = PARAMS, reports: Path = REPORTS) -> Path:
                   "code_changed_since_commit": bool(_git("status", "--porcelain", "--", *CODE)),
                   "dataset": meta["dataset"], "dataset_sha256": meta["sha256"],
                   "sizes": meta["sizes"], "machine": platform.machine(),
-                  "processor": platform.processor() or "", "python": platform.python_version(),
+                  **cpu(), "python": platform.python_version(),
                   "versions": installed_versions()}
     (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)

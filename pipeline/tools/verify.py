@@ -71,22 +71,34 @@ def compare(reference: Path, fresh: Path, scale: float = 1.0) -> tuple[list[dict
 
 
 def version_changes(provenance: Path) -> list[str]:
-    """The packages whose installed version differs from the one the reference ran with
-    (``versions`` in its provenance, from ``requirements.lock``'s environment)."""
+    """What differs from the machine the reference ran on: the packages that decide the
+    numbers (``versions``, from ``requirements.lock``'s environment) and torch's CPU kernel
+    set (``cpu_capability``). Either means cells are not expected to be bit-identical."""
     import json
 
-    from pipeline.tools.report import installed_versions
+    from pipeline.tools.report import cpu, installed_versions
 
     try:
-        recorded = json.loads(provenance.read_text()).get("versions", {})
+        recorded = json.loads(provenance.read_text())
     except (OSError, ValueError):
         return [f"{provenance}: unreadable; package versions not compared"]
-    if not recorded:
-        return [f"{provenance}: no package versions recorded (an older report)"]
+    changes = []
+    versions = recorded.get("versions", {})
+    if not versions:
+        changes.append(f"{provenance}: no package versions recorded (an older report)")
     now = installed_versions()
-    return [f"{name} {now.get(name, 'not installed')} here, {version} in the reference: "
-            "differences beyond the last bits are expected" for name, version in recorded.items()
-            if now.get(name) != version]
+    changes += [f"{name} {now.get(name, 'not installed')} here, {version} in the reference: "
+                "differences beyond the last bits are expected"
+                for name, version in versions.items() if now.get(name) != version]
+    kernels = recorded.get("cpu_capability")
+    here = cpu()
+    if kernels is None:
+        changes.append(f"{provenance}: no CPU recorded (an older report); this machine: "
+                       f"{here['cpu']}, torch {here['cpu_capability']} kernels")
+    elif kernels != here["cpu_capability"]:
+        changes.append(f"torch {here['cpu_capability']} kernels here, {kernels} in the reference "
+                       f"({recorded.get('cpu', '?')}): runs land elsewhere within seed noise")
+    return changes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,3 +81,48 @@ def test_verify_reports_the_largest_difference_per_metric(tmp_path):
                                                + text.splitlines()[1] + "\n")
     _, problems = compare(reference, fresh)
     assert len(problems) == 1 and "IL (full)" in problems[0]
+
+
+def test_verify_names_a_different_cpu_kernel_set_and_package_version(tmp_path, monkeypatch):
+    """A reference made with other torch CPU kernels or another package version is named
+    before the comparison (its cells cannot be bit-identical); the same machine says nothing."""
+    import json
+
+    import pipeline.tools.report as report
+    from pipeline.tools.verify import version_changes
+
+    monkeypatch.setattr(report, "cpu", lambda: {"cpu": "Test CPU", "cpu_capability": "AVX2"})
+    monkeypatch.setattr(report, "installed_versions", lambda: {"torch": "2.14.1"})
+    provenance = tmp_path / "provenance.json"
+    provenance.write_text(json.dumps({"versions": {"torch": "2.14.1"}, "cpu": "Test CPU",
+                                      "cpu_capability": "AVX2"}))
+    assert version_changes(provenance) == []
+    provenance.write_text(json.dumps({"versions": {"torch": "2.13.0"}, "cpu": "Other CPU",
+                                      "cpu_capability": "AVX512"}))
+    lines = version_changes(provenance)
+    assert len(lines) == 2
+    assert "torch 2.14.1 here, 2.13.0" in lines[0]
+    assert "AVX2 kernels here, AVX512 in the reference (Other CPU)" in lines[1]
+    provenance.write_text(json.dumps({"versions": {"torch": "2.14.1"}}))  # an older report
+    assert version_changes(provenance) == [f"{provenance}: no CPU recorded (an older report); "
+                                           "this machine: Test CPU, torch AVX2 kernels"]
+
+
+def test_provenance_line_says_what_a_per_seed_run_trained_on_and_its_cpu_kernels(tmp_path):
+    """A per_seed report prepared the whole pool: the line must give the per-class draw, not
+    the pool as if it were the training set; the CPU kernel set is named when recorded."""
+    import json
+
+    from pipeline.tools.readme import block
+
+    folder = _report(tmp_path / "reports", "cifar10-decide", 47.5)
+    assert "3000 train / 1000 val / 10000 test images; x86_64 CPU, Python" in block(folder)
+    (folder / "params.yaml").write_text(
+        "data: {train_per_class: 300, val_per_class: 100, split_seed: per_seed}\n")
+    prov = json.loads((folder / "provenance.json").read_text())
+    prov.update(sizes={"train": 50000, "val": 0, "test": 10000}, cpu="Test CPU",
+                cpu_capability="AVX2")
+    (folder / "provenance.json").write_text(json.dumps(prov))
+    line = block(folder).splitlines()[0]
+    assert ("per seed, 300 train / 100 val images per class drawn from the 50000-image "
+            "training pool; 10000 test images; x86_64 CPU (Test CPU, torch AVX2 kernels)") in line
