@@ -27,15 +27,15 @@ def teacher_similarity(params) -> np.ndarray | None:
     from pipeline.results.similarity import teacher_similarity_on
     from pipeline.train.teachers import teacher_file
 
-    files = {hashlib.sha256(teacher_file(s).read_bytes()).hexdigest(): s
-             for s in params.seeds if teacher_file(s).is_file()}
+    files = {hashlib.sha256(teacher_file(params, s).read_bytes()).hexdigest(): s
+             for s in params.seeds if teacher_file(params, s).is_file()}
     if not files:
         return None
     pool = load_prepared(PREPARED_DIR)
     matrices = []
     for seed in files.values():
         prepared = pool.for_seed(seed)
-        teacher = load_teacher(teacher_file(seed), prepared.meta["sha256"],
+        teacher = load_teacher(teacher_file(params, seed), prepared.meta["sha256"],
                                prepared.num_classes, prepared.in_channels,
                                params.teacher.model, prepared.meta.get("subset_seed"))
         matrices.append(teacher_similarity_on(teacher, prepared))

@@ -102,7 +102,7 @@ class DataConfig(Section):
     channels: Literal[1, 3] = 3
     test_fraction: Probability = 0.25
     train_per_class: PositiveInt | None = None
-    val_per_class: NonNegInt = 0
+    val_per_class: NonNegInt = 10
     # an int: one validation split and training subset for every run; "per_seed": each
     # seed draws its own (the pairs of a claim stay paired; docs/claims.md)
     split_seed: int | Literal["per_seed"] = 0
@@ -123,7 +123,7 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     arch: str
-    width: PositiveFloat = 1.0
+    width: PositiveFloat  # no default: the teacher's and the student's differ
 
     @field_validator("arch")
     @classmethod
@@ -133,20 +133,20 @@ class ModelConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal["multistep", "cosine", "constant"] = "multistep"
+    name: Literal["multistep", "cosine", "constant"] = "cosine"
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = [0.5, 0.75]
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
 class AugmentConfig(Section):
-    crop_padding: NonNegInt = 4
-    flip: bool = True
+    crop_padding: NonNegInt = 1
+    flip: bool = False
 
 
 class TrainConfig(Section):
     epochs: PositiveInt
-    batch_size: PositiveInt = 128
-    lr: PositiveFloat = 0.1
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: bool = False
     weight_decay: NonNegFloat = 5e-4
@@ -158,13 +158,13 @@ class TrainConfig(Section):
 
 class RuntimeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: PositiveInt | None = None
+    num_threads: PositiveInt | None = 1
     deterministic: bool = True
     progress: bool = True
     # fast path: autocast dtype (auto = bf16 on a CUDA device that has it, else off),
     # channels_last memory format, torch.compile of every model's convolutional trunk
     amp: Literal["off", "auto", "bf16", "fp16"] = "off"
-    channels_last: bool = False
+    channels_last: bool = True
     compile: bool = False
     # prepared for CUDA graphs, off until a GPU measures them (docs/gpu.md): one batch shape
     # per epoch (the last partial batch dropped; the order is reshuffled every epoch), and
@@ -224,7 +224,7 @@ class ConfidencePenaltyConfig(Section):
 
 class TFKDVirtualConfig(Section):
     alpha: UnitFloat = 0.5
-    T: PositiveFloat = 20.0
+    T: PositiveFloat = 4.0
     correct_prob: Annotated[float, Field(gt=0, le=1)] = 0.9
     soften_teacher: bool = True  # softmax(p^d / T) as Yuan et al.; false only with T = 1
 
@@ -248,6 +248,9 @@ class CSKDConfig(Section):
 
 class OnlineLabelSmoothingConfig(Section):
     alpha: UnitFloat = 0.5
+    # authors: S starts at zeros, a class without a correct sample gets a zero row (their
+    # code); identity: S starts as the identity, such a row is kept (our earlier reading)
+    form: Literal["authors", "identity"] = "authors"
 
 
 class DMLConfig(Section):
@@ -256,8 +259,7 @@ class DMLConfig(Section):
 
 
 class BaselinesConfig(Section):
-    methods: TeacherFreeMethods = ["ce", "label_smoothing", "confidence_penalty",
-                                   "tf_kd_virtual", "dml"]
+    methods: TeacherFreeMethods  # no default: params.yaml lists them
 
 
 class IntrospectiveConfig(Section):
@@ -287,10 +289,9 @@ class TuneConfig(Section):
     enabled: bool = True
     seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))] = [100]
     trials: Annotated[list[NonNegInt], Field(min_length=1),
-                      AfterValidator(_unique("trials"))] = [0, 1, 2, 3]
+                      AfterValidator(_unique("trials"))] = [0, 1, 2]
     sample_seed: int = 0
-    methods: TeacherFreeMethods = ["ce", "label_smoothing", "confidence_penalty", "tf_kd_virtual",
-                                   "dml", "introspective"]
+    methods: TeacherFreeMethods  # no default: params.yaml lists them
     # methods that distil the teacher: their tuning stages (tune_with_teacher@M,
     # tuned_with_teacher@M-S) are the only ones that depend on models/teacher
     teacher_methods: Annotated[list[str], AfterValidator(_methods(
@@ -299,7 +300,7 @@ class TuneConfig(Section):
         "lr": [0.02, 0.05, 0.1], "weight_decay": [1e-4, 5e-4, 1e-3]}
     # one entry per tuned method ({} = shared knobs only): DVC tracks tune.own.<method>
     # per method, so editing one method's grid reruns only that method's tuning
-    own: dict[str, dict[str, NonEmptyFloats]] = {}
+    own: dict[str, dict[str, NonEmptyFloats]]
 
     @property
     def all_methods(self) -> list[str]:
@@ -327,7 +328,7 @@ class Params(Section):
     """The whole ``params.yaml``."""
 
     profile: str = "quick"
-    seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))] = [0, 1]
+    seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))]
     data: DataConfig = DataConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     teacher: TeacherConfig
@@ -342,10 +343,10 @@ class Params(Section):
     cs_kd: CSKDConfig = CSKDConfig()
     online_label_smoothing: OnlineLabelSmoothingConfig = OnlineLabelSmoothingConfig()
     dml: DMLConfig = DMLConfig()
-    baselines: BaselinesConfig = BaselinesConfig()
+    baselines: BaselinesConfig
     introspective: IntrospectiveConfig = IntrospectiveConfig()
     introspective_ablation: IntrospectiveAblationConfig = IntrospectiveAblationConfig()
-    tune: TuneConfig = TuneConfig()
+    tune: TuneConfig
     claims: ClaimsConfig = ClaimsConfig()
 
     @model_validator(mode="after")

@@ -188,7 +188,8 @@ def load_teacher(path: Path, data_sha: str, num_classes: int, in_channels: int,
     """Load the frozen teacher, checking it was trained on this data (with per-seed
     subsets: on subset ``subset_seed``) with this arch."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` first")
+        raise CheckpointError(f"{path}: teacher model not found; run `dvc repro teacher` "
+                              "first")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         meta = saved["meta"]

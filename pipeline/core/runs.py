@@ -19,7 +19,7 @@ class RunSpec:
     variant: str = "full"
     seed: int = 0
     group: str = ""  # tune: one folder per trial, holding a run per tuning seed; teacher:
-    # "per_seed" for the teachers of data.split_seed: per_seed
+    # "shared" (a fixed split's one teacher) or "tuning" (a tuning seed's)
 
     @classmethod
     def of(cls, stage: str, name: str, seed: int) -> RunSpec:
@@ -35,8 +35,8 @@ class RunSpec:
 
     @property
     def instance(self) -> str:
-        if self.stage == "teacher":  # the one teacher, or a per-seed one (group "per_seed")
-            return f"seed-{self.seed}" if self.group else ""
+        if self.stage == "teacher":  # teacher@<seed>, or in group "shared" / "tuning"
+            return f"seed-{self.seed}"
         return f"{self.name}-{self.seed}"
 
     @property

@@ -4,8 +4,15 @@ A class x class soft-label matrix ``S``: row ``c`` is the mean predicted distrib
 the training samples of class ``c`` the model classified correctly in the previous epoch.
 Samples of class ``y`` are trained towards ``S[y]``:
 ``(1 - alpha) CE + alpha KL(S[y] || p)`` (the paper's ``alpha`` weights the hard loss; here,
-as in every method, ``alpha`` weights the soft term). Our reading: ``S`` starts as the
-identity (epoch 1 is plain CE), and a class with no correct sample keeps its previous row.
+as in every method, ``alpha`` weights the soft term).
+
+``form`` picks the initial state and the update of rows without a correct sample:
+- ``authors`` (default), as the authors' published code: ``S`` starts at zeros (the first
+  epoch's soft term vanishes: ``(1 - alpha) CE``), and each epoch ``S`` is rebuilt from
+  zeros, so a class with no correct sample gets a zero row (that class trains on the hard
+  term alone for an epoch).
+- ``identity`` (our earlier reading): ``S`` starts as the identity (the first epoch is
+  plain CE), and a class with no correct sample keeps its previous row.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from pipeline.methods.targets import distillation
 
 class OnlineLabelSmoothing(Method):
 
-    def __init__(self, student: nn.Module, alpha: float) -> None:
+    def __init__(self, student: nn.Module, alpha: float, form: str = "authors") -> None:
         super().__init__(student)
-        self.alpha = alpha
+        if form not in ("authors", "identity"):
+            raise ValueError(f"online_label_smoothing.form: unknown '{form}'")
+        self.alpha, self.form = alpha, form
         self.soft = torch.empty(0)  # S used this epoch
         self.sums = torch.empty(0)  # this epoch's accumulation: sum of p over correct samples
         self.epoch = torch.zeros((), dtype=torch.long)  # the epoch ``sums`` belongs to
@@ -32,10 +41,11 @@ class OnlineLabelSmoothing(Method):
 
     @classmethod
     def from_config(cls, cfg, make_model, teacher, variant):
-        return cls(make_model(), cfg.alpha)
+        return cls(make_model(), cfg.alpha, cfg.form)
 
     def bind(self, num_train: int, num_classes: int, epochs: int, device: Any) -> None:
-        self.soft = torch.eye(num_classes, device=device)
+        self.soft = (torch.eye(num_classes, device=device) if self.form == "identity" else
+                     torch.zeros(num_classes, num_classes, device=device))
         self.sums = torch.zeros(num_classes, num_classes, device=device)
         self.epoch = torch.zeros((), dtype=torch.long, device=device)
         self._rolled = None
@@ -58,6 +68,8 @@ class OnlineLabelSmoothing(Method):
         self._rolled = epoch
         counts = self.sums.sum(dim=1, keepdim=True)
         seen = counts.squeeze(1) > 0
+        if self.form == "authors":
+            self.soft.zero_()
         self.soft[seen] = self.sums[seen] / counts[seen]
         self.sums.zero_()
         self.epoch.fill_(epoch)

@@ -3,9 +3,12 @@
 The model is its own teacher: each training sample's target is
 ``(1 - a_t) * onehot(y) + a_t * p_{t-1}(x)``, where ``p_{t-1}(x)`` is the model's
 prediction for that sample in the previous epoch (kept per sample, N x C) and
-``a_t = alpha_T * t / epochs`` rises linearly from 0 (paper: ``alpha_T = 0.8``).
+``a_t = alpha_T * (t + 1) / epochs`` for epochs ``t = 0 .. epochs - 1``, so the last epoch
+weighs its previous prediction by ``alpha_T`` (paper: 0.8). As in the authors' code, a
+sample not yet predicted (the first epoch) is its own one-hot label, so epoch 0 is CE.
 A class-similarity target without a teacher and without explanations: the control a
-reviewer asks IL for. Written in convex form: ``(1 - a_t) CE + a_t KL(p_{t-1} || p)``.
+reviewer asks IL for. Written in convex form: ``(1 - a_t) CE + a_t KL(p_{t-1} || p)``,
+the authors' soft-target cross-entropy up to a constant (the target's entropy).
 """
 
 from __future__ import annotations
@@ -39,15 +42,18 @@ class PSKD(Method):
         return {"previous": self.previous}
 
     def alpha(self, epoch: int) -> float:
-        return self.alpha_T * epoch / self.epochs
+        """The weight of the previous prediction in epoch ``epoch`` (0-based)."""
+        return self.alpha_T * (epoch + 1) / self.epochs
 
     def step(self, x: Tensor, y: Tensor, epoch: int) -> StepOutput:
         logits = self.student(x)
         a = self.alpha(epoch)
         terms = {"ce": (1 - a) * cross_entropy(logits, y)}
         if a > 0:
-            q = self.previous[self.index].to(logits.dtype)
-            terms["ps_kd"] = a * distillation(q, logits)
+            q = self.previous[self.index]
+            unseen = q.sum(dim=1, keepdim=True) == 0  # no prediction yet: the label itself
+            q = torch.where(unseen, F.one_hot(y, q.shape[1]).to(q.dtype), q)
+            terms["ps_kd"] = a * distillation(q.to(logits.dtype), logits)
         if self.training:  # this epoch's prediction is the next epoch's target
             self.previous[self.index] = F.softmax(logits.detach().float(), dim=1)
         return StepOutput(terms, logits, {"ps_kd_alpha": torch.tensor(a)})

@@ -129,15 +129,17 @@ def pooled_reliability(results: Path, row: Row, seeds: Sequence[int]) -> dict | 
     return pooled
 
 
-def teacher_line(results: Path, reference: Row, seeds: Sequence[int]) -> str:
+def teacher_line(results: Path, reference: Row, params: Params) -> str:
     """The teacher's test accuracy beside the CE student's, with a warning when it is no
     better (then T1 and T3 distil a teacher that knows less than its student)."""
-    try:
-        summary = json.loads((results / "teacher" / "metrics.json").read_text())
-        teacher = summary["test_acc"]
-    except (OSError, KeyError, json.JSONDecodeError):
+    from pipeline.train.teachers import teacher_summary
+
+    seeds = params.seeds
+    summary = teacher_summary(params, results)
+    if summary is None:
         return ""
-    if summary.get("teachers", 1) > 1:  # data.split_seed: per_seed: their mean
+    teacher = summary["test_acc"]
+    if summary["teachers"] > 1:  # data.split_seed: per_seed: their mean
         teacher_text = f"{teacher:.2f}% (mean of {summary['teachers']} per-seed teachers)"
     else:
         teacher_text = f"{teacher:.2f}%"

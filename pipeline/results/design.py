@@ -44,14 +44,23 @@ class Instance:
 def instances(params: Params) -> list[Instance]:
     """Every training stage instance the DAG expands to, and ``tune_select`` (no runs).
 
-    KD waits for the teacher stage, the tuned rows for ``tune_select``, which waits for
-    every tuning instance; the rest need only the prepared data.
+    A seed's KD instances wait for that seed's teacher (``teacher@<seed>``), which waits
+    for ``shared_teacher`` (a fixed split's one teacher; per_seed: each trains its own);
+    the tuned rows wait for ``tune_select``, which waits for every tuning instance; the rest
+    need only the prepared data.
     """
-    from pipeline.train.teachers import teacher_specs  # one teacher, or one per seed
+    from pipeline.train.teachers import tuning_needs_teacher
 
-    t, teacher = params.tune, ("teacher",)
-    out = [Instance("teacher", "teacher", "ce", len(teacher_specs(params)))]
+    t, per_seed = params.tune, params.data.per_seed
+    shared = ("shared_teacher",)
+    out = [Instance("shared_teacher", "teacher", "ce", 0 if per_seed else 1)]
+    out += [Instance(f"teacher@{s}", "teacher", "ce", int(per_seed), shared)
+            for s in params.seeds]
+    tuning_runs = int(per_seed and tuning_needs_teacher(params))
+    out += [Instance(f"tuning_teacher@{s}", "teacher", "ce", tuning_runs, shared)
+            for s in t.seeds]
     for seed in params.seeds:
+        teacher = (f"teacher@{seed}",)
         out += [Instance(f"baselines@{m}-{seed}", "baselines", m, 1)
                 for m in params.baselines.methods]
         out += [Instance(f"kd_ablation@{v}-{seed}", "kd_ablation", "kd", 1, teacher)
@@ -60,7 +69,8 @@ def instances(params: Params) -> list[Instance]:
                 for v in params.introspective_ablation.variants]
     runs = len(t.seeds) if t.enabled else 0  # a trial's runs (disabled: a skipped record)
     tuning = [Instance(f"tune@{m}-{k}", "tune", m, runs) for m in t.methods for k in t.trials]
-    tuning += [Instance(f"tune_with_teacher@{m}-{k}", "tune", m, runs, teacher)
+    tuning += [Instance(f"tune_with_teacher@{m}-{k}", "tune", m, runs,
+                        tuple(f"tuning_teacher@{s}" for s in t.seeds))
                for m in t.teacher_methods for k in t.trials]
     out += [*tuning, Instance("tune_select", "tune_select", "", 0,
                               tuple(i.name for i in tuning))]
@@ -68,7 +78,7 @@ def instances(params: Params) -> list[Instance]:
         out += [Instance(f"tuned@{m}-{seed}", "tuned", m, 1, ("tune_select",))
                 for m in t.methods]
         out += [Instance(f"tuned_with_teacher@{m}-{seed}", "tuned", m, 1,
-                         ("tune_select", *teacher)) for m in t.teacher_methods]
+                         ("tune_select", f"teacher@{seed}")) for m in t.teacher_methods]
     return out
 
 

@@ -41,7 +41,7 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
     margin, alpha = params.claims.margin, look_alpha(params)
     written: list[Path] = []
     all_tables = tables(params)
-    markdown = [teacher_line(results, all_tables[0].reference, seeds)]
+    markdown = [teacher_line(results, all_tables[0].reference, params)]
     for table in all_tables:
         df = summarize(table, results, seeds, margin, alpha)
         csv, md = tables_dir / f"{table.key}.csv", tables_dir / f"{table.key}.md"

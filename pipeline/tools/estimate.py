@@ -138,7 +138,7 @@ def _epochs(params: Params, stage: str) -> int:
 
 def dag_tasks(params: Params, epoch_seconds: Callable[[str, str], float]) -> list[Task]:
     """The DAG's stage instances as tasks (``epoch_seconds(role, method)``), with the edges
-    that order them (the teacher stage trains its teachers one after another)."""
+    that order them (a seed's KD instances wait for its own teacher)."""
     def seconds(i: Instance) -> float:  # tune_select (and skipped trials) train nothing
         role = "teacher" if i.stage == "teacher" else "student"
         return i.runs * _epochs(params, i.stage) * epoch_seconds(role, i.method) if i.runs else 0.0

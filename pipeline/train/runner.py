@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import code
 from pipeline.core.config import ModelConfig, Params, TrainConfig, fingerprint, flatten
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import (
@@ -39,7 +40,7 @@ from pipeline.figures import explanation_grid, save_figure, similarity_heatmaps,
 from pipeline.methods import REGISTRY, Teacher, build_method
 from pipeline.methods.base import Method
 from pipeline.train import distributed, engine
-from pipeline.train.teachers import publish, teacher_file, teacher_spec
+from pipeline.train.teachers import teacher_file, teacher_spec
 from pipeline.train.tune import tuned_params
 
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
@@ -82,7 +83,7 @@ def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
                             (params.student.model, params.student.train))
     teacher, teacher_sha, teacher_run = None, None, None
     if REGISTRY[spec.method].teacher is Teacher.REQUIRED:
-        source = root / teacher_file(spec.seed)
+        source = root / teacher_file(params, spec.seed)
         teacher = load_teacher(source, prepared.meta["sha256"], prepared.num_classes,
                                prepared.in_channels, params.teacher.model,
                                prepared.meta.get("subset_seed"))
@@ -94,7 +95,7 @@ def setup(spec: RunSpec, params: Params, root: Path) -> Setup:
         teacher, spec.variant)
     logged = read_sections(params, spec)
     run_hash = fingerprint(logged, spec.__dict__, prepared.meta["sha256"], teacher_sha,
-                           code_fingerprint())
+                           code_fingerprint(spec))
     # what the seeds of one MLflow parent share: an ablation (another value of a knob this
     # run reads, other data or another teacher) gets a parent of its own
     config = fingerprint(logged, {k: v for k, v in spec.__dict__.items() if k != "seed"},
@@ -145,25 +146,16 @@ def parent_name_and_note(s: Setup) -> tuple[str, str]:
                   f"{s.params.profile} preset differs; configuration {s.config})")
 
 
-# pipeline/figures.py is left out: a plotting edit reruns the stages (dvc.yaml), which find
-# their finished checkpoints and only redraw
-CODE_DIRS = ("pipeline/core", "pipeline/methods", "pipeline/train", "stages")
-CODE_BASE = Path(__file__).resolve().parents[2]  # the folder holding the imported ``pipeline``
-
-
-def code_fingerprint(base: Path = CODE_BASE) -> str:
-    """sha256 of the training code's sources (``CODE_DIRS`` below ``base``), part of every
-    checkpoint's fingerprint.
+def code_fingerprint(spec: RunSpec) -> str:
+    """sha256 of the code this instance runs (its stage script's and method's import
+    closure: the files ``dvc.yaml`` lists as its dependencies), part of every checkpoint's
+    fingerprint.
 
     DVC reruns a stage when its code changes; without this the rerun would find its finished
     checkpoint (same params) and report the old code's model instead of retraining.
     """
-    digest = hashlib.sha256()
-    for folder in CODE_DIRS:
-        for path in sorted((base / folder).rglob("*.py")):
-            digest.update(path.relative_to(base).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
+    script = "stages.tune" if spec.stage == "tune" else "stages.train"
+    return code.code_fingerprint(code.instance_code(script, spec.method))
 
 
 def run(spec: RunSpec, params: Params, root: Path | None = None) -> dict[str, Any]:
@@ -299,8 +291,6 @@ def write_outputs(s: Setup, data: engine.DeviceData, history: list[dict[str, flo
                     if "subset_seed" in s.prepared.meta else {})},
     })  # no run id, no wall time: every DVC output but mlflow_run.json is a pure function of
     # code, data, params and seed, so `git diff dvc.lock` shows only results that changed
-    if spec.stage == "teacher":  # models/teacher/seed-<s>: what each student distils
-        publish(s.params, spec, s.root)
     atomic_write_csv(results / "history.csv",
                      [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in history])
     model = next(iter(method.evaluated().values()))  # DML: peer0

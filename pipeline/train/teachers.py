@@ -1,111 +1,105 @@
-"""The ``teacher`` stage: which teachers to train, and the teacher each student distils.
+"""The teachers: one stage instance per seed a student distils from.
 
-With a fixed data split (``data.split_seed: <int>``) one teacher is trained (seed
-``teacher.seed``), as in the paper. With ``data.split_seed: per_seed`` every seed
-trains on its own subset, and a KD student may only learn from a teacher that saw
-the same images: one teacher is trained per seed, on that seed's subset (and
-seeded with it), below ``models/teacher/per_seed/seed-<s>/``.
+``teacher@<s>`` (each reported seed) and ``tuning_teacher@<s>`` (each tuning seed) publish
+``models/teacher/[tuning/]seed-<s>/model.pt``, the teacher a student of seed ``s`` distils,
+with its results in ``results/teacher/[tuning/]seed-<s>/``. A KD instance depends on its own
+seed's folder only, so J workers train J teachers at once and adding seeds retrains no
+existing student.
 
-Either way the stage publishes ``models/teacher/seed-<s>/model.pt``, the teacher a
-student of seed ``s`` distils (in the fixed split a copy of the one teacher; DVC's
-cache stores identical files once). A KD instance depends on its own seed's file
-only, so adding seeds retrains the teachers of the new seeds and no existing
-student.
+- ``data.split_seed: per_seed``: every seed trains on its own subset, and a KD student may
+  only learn from a teacher that saw the same images, so each instance trains its own
+  teacher (seeded with ``s``, on ``s``'s subset).
+- a fixed split (an int): one teacher serves every seed, as in the paper. ``shared_teacher``
+  trains it (seed ``teacher.seed``) into ``models/teacher/shared/``; each instance copies it
+  (DVC's cache stores the identical files once).
+
+Whichever mode is off leaves its stage's folders empty but for a note, so the DAG's shape
+does not depend on params. A tuning seed's teacher is trained only when a method that
+distils it is tuned.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Params
-from pipeline.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
-from pipeline.core.paths import TEACHER_DIR
+from pipeline.core.errors import CheckpointError
+from pipeline.core.io import atomic_write_bytes, atomic_write_json
 from pipeline.core.runs import RunSpec
-from pipeline.core.tracking import RUN_FILE, recorded_run_id
 
-PER_SEED = "per_seed"  # the group (folder) of per-seed teachers
-PER_SEED_RESULTS = RunSpec("teacher", "ce", "full", 0, group=PER_SEED).folder().parent
-
-
-def distilling_seeds(params: Params) -> list[int]:
-    """Every seed a run that distils the teacher uses: the reported seeds, and the tuning
-    seeds when a method that distils it is tuned."""
-    tuning = params.tune.enabled and params.tune.teacher_methods
-    return sorted(set(params.seeds) | (set(params.tune.seeds) if tuning else set()))
+SHARED, TUNING = "shared", "tuning"  # groups (folders) below models/teacher and results/teacher
+NOTE = "NOT_TRAINED.json"  # what an instance whose mode is off writes instead of a teacher
+FILES = ("metrics.json", "history.csv", "curves.png", "reliability.json", "mlflow_run.json")
 
 
-def teacher_file(seed: int) -> Path:
-    """The teacher a student of ``seed`` distils."""
-    return TEACHER_DIR / f"seed-{seed}" / "model.pt"
+def tuning_needs_teacher(params: Params) -> bool:
+    return bool(params.tune.enabled and params.tune.teacher_methods)
+
+
+def destination(params: Params, seed: int, tuning: bool | None = None) -> RunSpec:
+    """Where the teacher of a student of ``seed`` is published (``tuning``: a tuning seed's;
+    by default, when ``seed`` is one of ``tune.seeds`` and not a reported seed)."""
+    if tuning is None:
+        tuning = seed in params.tune.seeds and seed not in params.seeds
+    return RunSpec("teacher", "ce", "full", seed, group=TUNING if tuning else "")
+
+
+def shared_spec(params: Params) -> RunSpec:
+    """The fixed split's one teacher."""
+    return RunSpec("teacher", "ce", "full", params.teacher.seed, group=SHARED)
 
 
 def teacher_spec(params: Params, seed: int) -> RunSpec:
     """The training run of the teacher a student of ``seed`` distils."""
-    if params.data.per_seed:
-        return RunSpec("teacher", "ce", "full", seed, group=PER_SEED)
-    return RunSpec("teacher", "ce", "full", params.teacher.seed)
+    return destination(params, seed) if params.data.per_seed else shared_spec(params)
 
 
-def teacher_specs(params: Params) -> list[RunSpec]:
-    """The teacher runs the stage trains, in order (each resumes from its checkpoint)."""
-    if params.data.per_seed:
-        return [teacher_spec(params, s) for s in distilling_seeds(params)]
-    return [teacher_spec(params, params.teacher.seed)]
+def teacher_file(params: Params, seed: int) -> Path:
+    """The teacher file a student of ``seed`` distils."""
+    return destination(params, seed).folder("models") / "model.pt"
 
 
-def publish(params: Params, spec: RunSpec, root: Path) -> None:
-    """Place the teacher ``spec`` trained at :func:`teacher_file` of every distilling seed
-    it serves (an atomic copy: the runner calls this after saving the model)."""
-    for seed in distilling_seeds(params):
-        if teacher_spec(params, seed) == spec:
-            atomic_write_bytes(root / teacher_file(seed),
-                               (root / spec.folder("models") / "model.pt").read_bytes())
+def write_note(spec: RunSpec, root: Path, why: str) -> dict[str, Any]:
+    """A stage instance whose mode is off: its output folders hold only why."""
+    for kind in ("models", "results"):
+        folder = root / spec.folder(kind)
+        if folder.exists():
+            shutil.rmtree(folder)
+        atomic_write_json(folder / NOTE, {"trained": False, "why": why})
+    return {}
 
 
-def summarise(params: Params, root: Path, metrics: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """``results/teacher``'s files with per-seed teachers: the mean of each numeric metric
-    over the teachers (and each teacher's test accuracy), and the epoch-wise mean history."""
-    import csv
-
-    from pipeline.core.metrics import pool_reliability
-    from pipeline.figures import save_figure, training_curves
-
-    folder = root / RunSpec("teacher", "ce").folder()
-    seeds = sorted(metrics)
-    keys = [k for k, v in metrics[seeds[0]].items() if k != "seed"
-            and isinstance(v, int | float) and all(k in metrics[s] for s in seeds)]
-    mean = {k: sum(metrics[s][k] for s in seeds) / len(seeds) for k in keys}
-    mean.update(teachers=len(seeds), test_acc_by_seed={str(s): metrics[s]["test_acc"]
-                                                         for s in seeds})
-    histories, reliabilities, runs = [], [], {}
-    for seed in seeds:
-        sub = root / teacher_spec(params, seed).folder()
-        with open(sub / "history.csv", newline="") as f:
-            histories.append(list(csv.DictReader(f)))
-        reliabilities.append(_read_json(sub / "reliability.json"))
-        runs[str(seed)] = recorded_run_id(sub)
-    history = _mean_history(histories)
-    atomic_write_csv(folder / "history.csv", history)
-    save_figure(training_curves(history, f"teacher (mean of {len(seeds)} per-seed teachers)"),
-                folder / "curves.png")
-    atomic_write_json(folder / "reliability.json", pool_reliability(reliabilities))
-    atomic_write_json(folder / RUN_FILE, {"run_name": "teacher (per seed)", "run_ids": runs})
-    atomic_write_json(folder / "metrics.json", mean)
-    return mean
+def publish_copy(params: Params, seed: int, tuning: bool, root: Path) -> dict[str, Any]:
+    """A fixed split: copy the shared teacher's model and results to ``seed``'s folders
+    (each file atomically: a kill mid-copy leaves no partial model)."""
+    source, dest = shared_spec(params), destination(params, seed, tuning)
+    model = root / source.folder("models") / "model.pt"
+    if not model.is_file():
+        raise CheckpointError(f"{model}: the shared teacher is missing "
+                              "(run `dvc repro shared_teacher` first)")
+    for kind, names in (("models", ("model.pt",)), ("results", FILES)):
+        target = root / dest.folder(kind)
+        if (target / NOTE).exists():
+            (target / NOTE).unlink()
+        for name in names:
+            atomic_write_bytes(target / name, (root / source.folder(kind) / name).read_bytes())
+    return json.loads((root / source.folder("results") / "metrics.json").read_text())
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
-
-
-def _mean_history(histories: list[list[dict[str, str]]]) -> list[dict[str, float]]:
-    """Epoch by epoch, the mean of every column all teachers logged that epoch."""
-    out = []
-    for rows in zip(*histories, strict=True):
-        keys = [k for k in rows[0] if rows[0][k] != "" and all(r.get(k, "") != "" for r in rows)]
-        out.append({k: sum(float(r[k]) for r in rows) / len(rows) for k in keys})
-        out[-1]["epoch"] = int(out[-1]["epoch"])
-    return out
+def teacher_summary(params: Params, results: Path) -> dict[str, Any] | None:
+    """The reported seeds' teachers, each distinct run once: their mean test accuracy and
+    how many there are (one with a fixed split, one per seed with ``per_seed``)."""
+    runs: dict[str, dict[str, Any]] = {}
+    for seed in params.seeds:
+        folder = results / destination(params, seed).relative
+        if (folder / "metrics.json").is_file():
+            run = json.loads((folder / "mlflow_run.json").read_text()).get("run_id") \
+                if (folder / "mlflow_run.json").is_file() else str(seed)
+            runs[str(run)] = json.loads((folder / "metrics.json").read_text())
+    if not runs:
+        return None
+    accs = [m["test_acc"] for m in runs.values()]
+    return {"test_acc": sum(accs) / len(accs), "teachers": len(accs)}

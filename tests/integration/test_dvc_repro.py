@@ -31,6 +31,9 @@ STUDENT_STAGES = {
     "kd_ablation@shuffled_non_gt-0", "introspective@full-0", *trials("tune@ce"),
     *trials("tune@introspective"), *trials("tune_with_teacher@kd"), "tuned@ce-0",
     "tuned@introspective-0", "tuned_with_teacher@kd-0"}
+# a fixed split: shared_teacher trains, each seed's instance (tuning seed 100's too) copies it
+TEACHERS = {"shared_teacher", "teacher@0", "tuning_teacher@100"}
+SHARED_RUN = "teacher@shared/seed-0"
 
 
 def tiny_dag_raw(base_raw: dict) -> dict:
@@ -63,10 +66,12 @@ def test_every_stage_ran_once_and_wrote_its_outputs(project):
     root, out = project
     ran = {label(line.split("'")[1]) for line in out.splitlines()
            if line.startswith("Running stage")}
-    assert ran == STUDENT_STAGES | {"prepare", "teacher", "tune_select", "aggregate"}
+    assert ran == STUDENT_STAGES | TEACHERS | {"prepare", "tune_select", "aggregate"}
     assert (root / "data/prepared/data.npz").is_file()
-    assert (root / "models/teacher/model.pt").is_file()
-    for folder in ("teacher", "baselines/ce-0", "kd_ablation/full-0", "introspective/full-0",
+    shared = (root / "models/teacher/shared/seed-0/model.pt").read_bytes()
+    for seed in ("seed-0", "tuning/seed-100"):  # what the students of each seed distil
+        assert (root / f"models/teacher/{seed}/model.pt").read_bytes() == shared
+    for folder in ("teacher/seed-0", "baselines/ce-0", "kd_ablation/full-0", "introspective/full-0",
                    "tuned/kd-0"):
         metrics = json.loads((root / "results" / folder / "metrics.json").read_text())
         assert {"test_acc", "test_nll", "test_ece", "test_top5"} <= set(metrics)
@@ -83,11 +88,13 @@ def test_dag_edges_follow_the_teacher(project):
     root, _ = project
     dot = dvc(root, "dag", "--dot").stdout
     edges = {(label(a), label(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
-    assert ("teacher", "kd_ablation@full-0") in edges
-    assert ("teacher", "tune_with_teacher@kd-0") in edges
+    assert ("teacher@0", "kd_ablation@full-0") in edges
+    assert ("tuning_teacher@100", "tune_with_teacher@kd-0") in edges
+    assert ("shared_teacher", "teacher@0") in edges
+    assert ("teacher@0", "tune_with_teacher@kd-0") not in edges  # tuning: its own seed's
     assert ("prepare", "baselines@ce-0") in edges
     for free in ("baselines@ce-0", "introspective@full-0", "tune@ce-0", "tuned@ce-0"):
-        assert ("teacher", free) not in edges
+        assert not any((t, free) in edges for t in TEACHERS)
 
 
 def test_the_design_declares_the_instances_and_edges_dvc_runs(project):
@@ -105,7 +112,9 @@ def test_the_design_declares_the_instances_and_edges_dvc_runs(project):
     edges = {(label(a), label(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
     among = {(a, b) for a, b in edges if a in declared and b in declared}
     assert among == {(a, i.name) for i in declared.values() for a in i.after}
-    assert {i.name for i in declared.values() if i.runs == 0} == {"tune_select"}
+    # a fixed split: the seeds' teacher instances copy the shared one, training nothing
+    assert {i.name for i in declared.values() if i.runs == 0} == {
+        "tune_select", "teacher@0", "tuning_teacher@100"}
 
 
 def test_mlflow_has_one_finished_run_per_training(project):
@@ -114,11 +123,12 @@ def test_mlflow_has_one_finished_run_per_training(project):
             and r.data.tags.get("ilkd_role") != "parent"]
     assert sorted(r.info.run_name for r in runs) == [
         "baselines@ce-0", "baselines@label_smoothing-0", "introspective@full-0",
-        "kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0", "teacher", "tuned@ce-0",
+        "kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0", SHARED_RUN, "tuned@ce-0",
         "tuned@introspective-0", "tuned@kd-0"]
     assert all(r.info.status == "FINISHED" for r in runs)
-    teacher_run = json.loads((root / "results/teacher/mlflow_run.json").read_text())["run_id"]
-    assert {r.info.run_id for r in runs if r.info.run_name == "teacher"} == {teacher_run}
+    teacher_run = json.loads((root / "results/teacher/seed-0/mlflow_run.json").read_text())
+    assert {r.info.run_id for r in runs if r.info.run_name == SHARED_RUN} == {
+        teacher_run["run_id"]}
     il = [r for r in runs if r.info.run_name == "introspective@full-0"][0]
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     names = {a.path for a in client.list_artifacts(il.info.run_id)}
@@ -142,7 +152,7 @@ def test_mlflow_runs_table_columns_and_tree(project):
     head = sh(root, "git", "rev-parse", "HEAD").stdout.strip()
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     runs = {r.info.run_name: r for r in seed_runs(client)}
-    for name in ("teacher", "baselines@ce-0", "kd_ablation@full-0", "tune@ce/trial-0/ce-100"):
+    for name in (SHARED_RUN, "baselines@ce-0", "kd_ablation@full-0", "tune@ce/trial-0/ce-100"):
         tags = runs[name].data.tags
         assert tags["mlflow.source.git.commit"] == head and tags["mlflow.source.type"] == "LOCAL"
         assert tags["mlflow.source.name"].startswith("python -m stages.")
@@ -159,7 +169,7 @@ def test_mlflow_runs_table_columns_and_tree(project):
     prepared = load_prepared(root / "data/prepared")
     data = DeviceData(prepared, __import__("torch").device("cpu"))
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    for name, folder in (("baselines@ce-0", "baselines/ce-0"), ("teacher", "teacher")):
+    for name, folder in (("baselines@ce-0", "baselines/ce-0"), (SHARED_RUN, "teacher/seed-0")):
         (output,) = runs[name].outputs.model_outputs
         model = mlflow.pytorch.load_model(f"models:/{output.model_id}")
         acc = 100.0 * float(predict(model, data, "test", 512).argmax(1).eq(data.y["test"])
@@ -171,7 +181,7 @@ def test_mlflow_runs_table_columns_and_tree(project):
     assert not runs["tune@ce/trial-0/ce-100"].outputs.model_outputs  # trials log no model
     # the teacher is registered; the KD runs name the version they distilled
     (version,) = client.search_model_versions("name = 'ilkd-quick-teacher'")
-    assert version.run_id == runs["teacher"].info.run_id
+    assert version.run_id == runs[SHARED_RUN].info.run_id
     assert runs["kd_ablation@full-0"].data.tags["teacher_model_version"] == str(version.version)
 
     # one parent per group, seeds as children, parent metrics = the children's mean
@@ -261,7 +271,7 @@ PARAM_EDITS = [
     ("tune.shared.lr", [0.01, 0.05, 0.2], trials("tune@ce") | trials("tune@introspective")
      | trials("tune_with_teacher@kd")),
     ("student.train.weight_decay", 0.001, STUDENT_STAGES),
-    ("teacher.train.lr", 0.02, {"teacher"}),
+    ("teacher.train.lr", 0.02, TEACHERS),
     ("introspective_ablation.variants", ["full", "uniform_non_gt"], {"introspective@uniform_non_gt-0",
                                                             "aggregate"}),
 ]
@@ -292,15 +302,17 @@ def test_a_params_edit_reruns_exactly_what_reads_it(project, key, value, expecte
 
 CODE_EDITS = [
     # per-run figures are drawn by every training run, the tables' by aggregate
-    ("pipeline/figures.py", STUDENT_STAGES | {"teacher", "aggregate"}),
+    ("pipeline/figures.py", STUDENT_STAGES | TEACHERS | {"aggregate"}),
     ("pipeline/results/aggregate.py", {"aggregate"}),
     ("pipeline/results/selection.py", {"tune_select"}),
     ("pipeline/methods/label_smoothing.py", {"baselines@label_smoothing-0"}),
     ("pipeline/methods/kd.py", {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
                                 *trials("tune_with_teacher@kd"), "tuned_with_teacher@kd-0"}),
-    ("pipeline/train/engine.py", STUDENT_STAGES | {"teacher"}),
-    ("pipeline/core/metrics.py", STUDENT_STAGES | {"teacher", "prepare", "tune_select",
-                                 "aggregate"}),
+    ("pipeline/train/engine.py", STUDENT_STAGES | TEACHERS),
+    # per-file deps: prepare and tune_select never import the metrics or the presets
+    ("pipeline/core/metrics.py", STUDENT_STAGES | TEACHERS | {"aggregate"}),
+    ("pipeline/core/presets.py", STUDENT_STAGES | TEACHERS),
+    ("pipeline/prepare/datasets.py", {"prepare"}),
 ]
 
 
@@ -308,6 +320,19 @@ CODE_EDITS = [
 def test_a_code_edit_reruns_exactly_what_runs_it(project, path, expected):
     root, _ = project
     assert _status_after(root, path, lambda text: text + "\n# edited\n") == expected
+
+
+def test_a_new_module_nothing_imports_reruns_nothing(project):
+    """Stages depend on the files they import, not on code folders: a new file in
+    pipeline/core (or pipeline/methods) changes no instance's dependencies."""
+    root, _ = project
+    for folder in ("pipeline/core", "pipeline/methods", "pipeline/train"):
+        new = root / folder / "unused_helper.py"
+        new.write_text("HELPER = 1\n")
+        try:
+            assert json.loads(dvc(root, "status", "--json").stdout) == {}, folder
+        finally:
+            new.unlink()
 
 
 def test_an_unchanged_tuning_choice_retrains_nothing(project):

@@ -16,7 +16,7 @@ from pipeline.core.models import load_teacher
 from pipeline.core.runs import RunSpec
 from pipeline.core.tracking import Tracker, check_reachable, resolve_tracking_uri
 from pipeline.prepare.datasets import prepare
-from pipeline.train.runner import code_fingerprint, run
+from pipeline.train.runner import run
 
 
 @pytest.fixture
@@ -32,11 +32,11 @@ def test_teacher_then_kd_student(workdir, mlflow_uri):
     metrics = run(RunSpec("teacher", "ce", seed=0), params, root)
     for key in ("test_acc", "test_nll", "test_ece", "test_top5"):
         assert key in metrics
-    assert (root / "models/teacher/model.pt").is_file()
-    assert (root / "results/teacher/curves.png").stat().st_size > 1000
-    saved = json.loads((root / "results/teacher/metrics.json").read_text())
+    assert (root / "models/teacher/seed-0/model.pt").is_file()
+    assert (root / "results/teacher/seed-0/curves.png").stat().st_size > 1000
+    saved = json.loads((root / "results/teacher/seed-0/metrics.json").read_text())
     assert saved == pytest.approx(metrics)
-    run_info = json.loads((root / "results/teacher/mlflow_run.json").read_text())
+    run_info = json.loads((root / "results/teacher/seed-0/mlflow_run.json").read_text())
 
     client = MlflowClient(mlflow_uri)
     mlrun = client.get_run(run_info["run_id"])
@@ -81,10 +81,10 @@ def test_teacher_arch_mismatch(workdir, tiny):
     tiny["teacher"]["model"]["width"] = 0.5
     other = parse_params(tiny)
     with pytest.raises(CheckpointError, match=r"teacher is small_cnn \(width 0.25\) but params"):
-        load_teacher(root / "models/teacher/model.pt", "x", 10, 1, other.teacher.model)
+        load_teacher(root / "models/teacher/seed-0/model.pt", "x", 10, 1, other.teacher.model)
     with pytest.raises(CheckpointError, match="trained on other data"):
-        load_teacher(root / "models/teacher/model.pt", "other-sha", 10, 1, params.teacher.model)
-    model = load_teacher(root / "models/teacher/model.pt",
+        load_teacher(root / "models/teacher/seed-0/model.pt", "other-sha", 10, 1, params.teacher.model)
+    model = load_teacher(root / "models/teacher/seed-0/model.pt",
                          json.loads((root / "data/prepared/meta.json").read_text())["sha256"],
                          10, 1, params.teacher.model)
     assert isinstance(model, torch.nn.Module)
@@ -109,25 +109,44 @@ def test_unreachable_tracking_server_fails_fast(monkeypatch):
     check_reachable("sqlite:///anything.db")  # local stores need no check
 
 
-def test_code_fingerprint_covers_the_training_code_only(tmp_path):
-    files = {"pipeline/core/config.py": "a = 1\n", "pipeline/methods/ce.py": "b = 1\n",
-             "pipeline/train/engine.py": "c = 1\n", "stages/train.py": "d = 1\n",
-             "pipeline/tools/parallel.py": "e = 1\n", "pipeline/results/aggregate.py": "f = 1\n"}
+def test_instance_code_follows_imports_and_its_fingerprint_every_edit(tmp_path):
+    """A scratch project whose import graph is known by hand: stages/train.py imports
+    pipeline.core.config (and so pipeline/__init__ and pipeline/core/__init__), lazily
+    pipeline.train.engine inside a function, and not pipeline.tools (a TYPE_CHECKING
+    import); the method module kd imports targets relatively."""
+    from pipeline.core.code import code_fingerprint, instance_code
+
+    files = {
+        "pipeline/__init__.py": "", "pipeline/core/__init__.py": "",
+        "pipeline/core/config.py": "import yaml\n",
+        "pipeline/train/__init__.py": "", "pipeline/train/engine.py": "x = 1\n",
+        "pipeline/tools/__init__.py": "", "pipeline/tools/parallel.py": "y = 1\n",
+        "pipeline/methods/__init__.py": "", "pipeline/methods/ce.py": "",
+        "pipeline/methods/kd.py": "from .targets import t\n",
+        "pipeline/methods/targets.py": "t = 1\n",
+        "stages/__init__.py": "", "stages/train.py": (
+            "from typing import TYPE_CHECKING\nfrom pipeline.core import config\n"
+            "if TYPE_CHECKING:\n    from pipeline.tools import parallel\n"
+            "def f():\n    from pipeline.train.engine import x\n"),
+    }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    before = code_fingerprint(tmp_path)
-    for name in ("pipeline/tools/parallel.py", "pipeline/results/aggregate.py"):
-        (tmp_path / name).write_text("changed = True\n")  # not training code
-    (tmp_path / "pipeline/core/notes.txt").write_text("not a source\n")
-    assert code_fingerprint(tmp_path) == before
+    got = [p.as_posix() for p in instance_code("stages.train", "kd", tmp_path)]
+    assert got == ["pipeline/__init__.py", "pipeline/core/__init__.py",
+                   "pipeline/core/config.py", "pipeline/methods/__init__.py",
+                   "pipeline/methods/kd.py", "pipeline/methods/targets.py",
+                   "pipeline/train/__init__.py", "pipeline/train/engine.py", "stages/train.py"]
+    ce = instance_code("stages.train", "ce", tmp_path)
+    before = code_fingerprint(ce, tmp_path)
+    for name in ("pipeline/tools/parallel.py", "pipeline/methods/targets.py"):
+        (tmp_path / name).write_text("changed = True\n")  # code a CE instance does not run
+    assert code_fingerprint(ce, tmp_path) == before
     seen = {before}
     for name in ("pipeline/methods/ce.py", "stages/train.py", "pipeline/train/engine.py"):
         (tmp_path / name).write_text((tmp_path / name).read_text() + "# edited\n")
-        seen.add(code_fingerprint(tmp_path))
-    (tmp_path / "pipeline/methods/new.py").write_text("g = 1\n")  # a new method file
-    seen.add(code_fingerprint(tmp_path))
-    assert len(seen) == 5  # every edit gave a new fingerprint
+        seen.add(code_fingerprint(ce, tmp_path))
+    assert len(seen) == 4  # every edit of code it runs gave a new fingerprint
 
 
 def test_rerun_after_a_code_change_retrains(workdir, mlflow_uri, monkeypatch, capsys):
@@ -137,7 +156,7 @@ def test_rerun_after_a_code_change_retrains(workdir, mlflow_uri, monkeypatch, ca
     root, params = workdir
     run(RunSpec("baselines", "ce", seed=0), params, root)
     first = json.loads((root / "results/baselines/ce-0/mlflow_run.json").read_text())
-    monkeypatch.setattr(runner, "code_fingerprint", lambda: "edited-code")
+    monkeypatch.setattr(runner, "code_fingerprint", lambda spec: "edited-code")
     run(RunSpec("baselines", "ce", seed=0), params, root)
     second = json.loads((root / "results/baselines/ce-0/mlflow_run.json").read_text())
     assert "written for other params or code, starting from scratch" in capsys.readouterr().out

@@ -191,8 +191,9 @@ def test_bad_params_fail_before_training(tmp_path, base_raw, migrated_db):
 
 
 def _teacher_mismatch(root: Path, raw: dict) -> list[str]:
-    run = stage(root, "teacher")
-    assert run.returncode == 0, run.stderr
+    for args in (["shared_teacher"], ["teacher", "--seed", "0"]):
+        run = stage(root, *args)
+        assert run.returncode == 0, run.stderr
     raw["teacher"]["model"]["width"] = 0.5
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     shutil.rmtree(root / "results")
@@ -236,9 +237,11 @@ OTHER_CASES = [
     ("truncated checkpoint", _truncated_checkpoint,
      "checkpoints/baselines/ce-0/last.pt: checkpoint is unreadable"),
     ("missing params file",
-     lambda r, w: ((r / "params.yaml").unlink(), ["teacher"])[1], "params.yaml: params file not"),
+     lambda r, w: ((r / "params.yaml").unlink(), ["shared_teacher"])[1],
+     "params.yaml: params file not"),
     ("invalid yaml",
-     lambda r, w: ((r / "params.yaml").write_text("a: [1,"), ["teacher"])[1], "not valid YAML"),
+     lambda r, w: ((r / "params.yaml").write_text("a: [1,"), ["shared_teacher"])[1],
+     "not valid YAML"),
     ("unreachable tracking server", _unreachable_tracking,
      "MLFLOW_TRACKING_URI=http://127.0.0.1:9: tracking server not reachable"),
 ]

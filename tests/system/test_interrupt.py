@@ -235,7 +235,7 @@ def test_ctrl_c_sigterm_and_sigkill_at_several_points_lose_no_record(tmp_path, b
 
     # 1. Ctrl-C while the teacher and a tuning run train
     proc = _start(root)
-    lines = _until(proc, "start teacher")
+    lines = _until(proc, "start shared_teacher")
     time.sleep(1.5)
     os.killpg(proc.pid, signal.SIGINT)
     code, out = _finish(proc, lines)

@@ -246,6 +246,6 @@ def test_two_machines_through_dask_and_a_dvc_remote(tmp_path, base_raw, migrated
 
     names = [r.info.run_name for r in seed_runs(MlflowClient(uri))]
     assert sorted(names) == sorted(set(names))  # every run once
-    assert {"teacher", "baselines@ce-0", "kd_ablation@full-0", "introspective@full-0",
+    assert {"teacher@shared/seed-0", "baselines@ce-0", "kd_ablation@full-0", "introspective@full-0",
             "tuned@ce-0", "aggregate"} <= set(names)
     assert not seed_runs(MlflowClient(f"sqlite:///{root / 'mlflow.db'}"))  # all on the server

@@ -126,11 +126,12 @@ def test_stage_logs_to_a_postgres_backed_tracking_server(tmp_path, base_raw, mig
     url, artifact_root = mlflow_server
     raw = tiny_raw(base_raw)
     root = make_project(tmp_path / "proj", raw, migrated_db)
-    proc = stage(root, "teacher", MLFLOW_TRACKING_URI=url)
+    proc = stage(root, "shared_teacher", MLFLOW_TRACKING_URI=url)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    local = json.loads((root / "results/teacher/metrics.json").read_text())
-    run_id = json.loads((root / "results/teacher/mlflow_run.json").read_text())["run_id"]
+    local = json.loads((root / "results/teacher/shared/seed-0/metrics.json").read_text())
+    run_id = json.loads((root / "results/teacher/shared/seed-0/mlflow_run.json").read_text())[
+        "run_id"]
     client = MlflowClient(tracking_uri=url)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "teacher"
@@ -155,7 +156,7 @@ def test_stage_logs_to_a_postgres_backed_tracking_server(tmp_path, base_raw, mig
         assert done.returncode == 0, done.stderr[-3000:]
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert run.data.tags["mlflow.source.name"] == "python -m stages.train teacher"
+    assert run.data.tags["mlflow.source.name"] == "python -m stages.train shared_teacher"
     (dataset,) = run.inputs.dataset_inputs
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     assert dataset.dataset.digest == meta["sha256"][:36]

@@ -139,23 +139,31 @@ def test_figures_have_expected_axes(tmp_path, base_raw):
     assert "| KD (full) | 0 (missing: 0 1) |" in t1  # not run -> reported as missing
 
 
-def test_teacher_line_warns_when_the_teacher_is_no_better(tmp_path):
+def _teacher(root, seed, acc, run_id):
+    folder = root / "teacher" / f"seed-{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps({"test_acc": acc}))
+    (folder / "mlflow_run.json").write_text(json.dumps({"run_id": run_id}))
+
+
+def test_teacher_line_warns_when_the_teacher_is_no_better(tmp_path, base_raw):
     from pipeline.results.aggregate import teacher_line
 
-    (tmp_path / "teacher").mkdir()
-    (tmp_path / "teacher" / "metrics.json").write_text(json.dumps({"test_acc": 60.0}))
+    params = parse_params(dict(base_raw, seeds=[0, 1, 2]))
+    for seed in (0, 1, 2):  # a fixed split: every seed's folder is a copy of one run
+        _teacher(tmp_path, seed, 60.0, "shared-run")
     for seed, acc in zip((0, 1, 2), (58.0, 61.0, 64.0), strict=True):  # CE mean 61 > 60
         _write(tmp_path, "baselines", "ce", seed, test_acc=acc, test_nll=1.0)
-    line = teacher_line(tmp_path, CE_ROW, [0, 1, 2])
+    line = teacher_line(tmp_path, CE_ROW, params)
     assert line.startswith("**Warning: the teacher is not better than its student.**")
     assert "Teacher: test top-1 60.00%; CE student: 61.00% (mean of 3 seeds)" in line
     for seed in (0, 1, 2):
         _write(tmp_path, "baselines", "ce", seed, test_acc=45.0, test_nll=1.0)
-    assert teacher_line(tmp_path, CE_ROW, [0, 1, 2]).startswith("Teacher: test top-1 60.00%")
-    (tmp_path / "teacher" / "metrics.json").write_text(json.dumps({"test_acc": 60.0,
-                                                                   "teachers": 3}))
-    assert teacher_line(tmp_path, CE_ROW, [0, 1, 2]).startswith(
-        "Teacher: test top-1 60.00% (mean of 3 per-seed teachers); CE student: 45.00%")
+    assert teacher_line(tmp_path, CE_ROW, params).startswith("Teacher: test top-1 60.00%")
+    for seed, acc in zip((0, 1, 2), (59.0, 60.0, 64.0), strict=True):  # per_seed: 3 runs
+        _teacher(tmp_path, seed, acc, f"run-{seed}")
+    assert teacher_line(tmp_path, CE_ROW, params).startswith(
+        "Teacher: test top-1 61.00% (mean of 3 per-seed teachers); CE student: 45.00%")
 
 
 def test_claims_pair_by_seed_and_say_whether_the_paper_holds(tmp_path, base_raw):

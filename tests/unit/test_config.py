@@ -142,3 +142,42 @@ def test_cuda_graph_settings_come_together(base_raw, runtime, expected):
         parse_params(raw)
     raw["runtime"].update(compile=True, static_shapes=True)
     assert parse_params(raw).runtime.compile_mode == runtime["compile_mode"]
+
+
+def _defaults(model) -> dict:
+    """Every key of a params section that has a schema default, as ``{dotted: value}``
+    (sections without a default of their own are walked into)."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    found = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.update({f"{name}.{k}": v for k, v in _defaults(annotation).items()})
+        elif field.default is not PydanticUndefined:
+            found[name] = field.default
+    return found
+
+
+def test_every_schema_default_is_the_value_params_yaml_sets():
+    """A default has one home: where the schema has one, params.yaml (and so the quick
+    preset every preset overlays) sets the same value, and every schema key is in it."""
+    from pipeline.core.config import Params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    defaults = _defaults(Params)
+    assert len(defaults) > 50 and "tune.shared" in defaults  # the walk reached every level
+    missing, differ = [], {}
+    for key, default in defaults.items():
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(key)  # the schema's value would be taken silently
+                break
+            node = node[part]
+        else:
+            if node != default:
+                differ[key] = (default, node)
+    assert not differ, f"schema default != params.yaml: {differ}"
+    assert not missing, missing

@@ -16,7 +16,7 @@ from pipeline.prepare.datasets import build_arrays, make_synthetic, prepare
 
 
 def test_digits_shapes_and_balance():
-    arrays, classes, _ = build_arrays(DataConfig(name="digits"))
+    arrays, classes, _ = build_arrays(DataConfig(val_per_class=0, name="digits"))
     assert classes == [str(i) for i in range(10)]
     assert arrays["x_train"].shape[1:] == (1, 8, 8) and arrays["x_train"].dtype == np.uint8
     assert len(arrays["y_train"]) + len(arrays["y_test"]) == 1797
@@ -28,9 +28,9 @@ def test_digits_shapes_and_balance():
 
 
 def test_digits_split_is_seeded():
-    a, _, _ = build_arrays(DataConfig(name="digits", split_seed=3))
-    b, _, _ = build_arrays(DataConfig(name="digits", split_seed=3))
-    c, _, _ = build_arrays(DataConfig(name="digits", split_seed=4))
+    a, _, _ = build_arrays(DataConfig(val_per_class=0, name="digits", split_seed=3))
+    b, _, _ = build_arrays(DataConfig(val_per_class=0, name="digits", split_seed=3))
+    c, _, _ = build_arrays(DataConfig(val_per_class=0, name="digits", split_seed=4))
     assert np.array_equal(a["x_test"], b["x_test"])
     assert not np.array_equal(a["y_test"], c["y_test"])
 
@@ -47,7 +47,7 @@ def test_val_and_train_per_class_are_stratified_and_disjoint():
 
 def test_too_few_samples_names_the_key():
     with pytest.raises(DataError, match="data.train_per_class"):
-        build_arrays(DataConfig(name="digits", train_per_class=10_000))
+        build_arrays(DataConfig(val_per_class=0, name="digits", train_per_class=10_000))
 
 
 def test_synthetic_is_deterministic_and_grouped():
@@ -104,26 +104,27 @@ def _write_images(root, split, classes, n=2, size=10):
 def test_imagefolder(tmp_path):
     _write_images(tmp_path, "train", ["cat", "dog"], n=3)
     _write_images(tmp_path, "test", ["cat", "dog"], n=2)
-    cfg = DataConfig(name="imagefolder", root=str(tmp_path), image_size=6)
+    cfg = DataConfig(val_per_class=0, name="imagefolder", root=str(tmp_path), image_size=6)
     arrays, classes, _ = build_arrays(cfg)
     assert classes == ["cat", "dog"]
     assert arrays["x_train"].shape == (6, 3, 6, 6)
     assert list(arrays["y_test"]) == [0, 0, 1, 1]
-    gray, _, _ = build_arrays(DataConfig(name="imagefolder", root=str(tmp_path), channels=1))
+    gray, _, _ = build_arrays(DataConfig(val_per_class=0, name="imagefolder",
+                                         root=str(tmp_path), channels=1))
     assert gray["x_train"].shape == (6, 1, 32, 32)
 
 
 def test_imagefolder_without_test_split(tmp_path):
     _write_images(tmp_path, "train", ["a", "b"])
     with pytest.raises(DataError, match=r"test.*needs a 'test' folder"):
-        build_arrays(DataConfig(name="imagefolder", root=str(tmp_path)))
+        build_arrays(DataConfig(val_per_class=0, name="imagefolder", root=str(tmp_path)))
 
 
 def test_imagefolder_mismatched_classes(tmp_path):
     _write_images(tmp_path, "train", ["a", "b"])
     _write_images(tmp_path, "test", ["a", "c"])
     with pytest.raises(DataError, match=r"only in train: \['b'\], only in test: \['c'\]"):
-        build_arrays(DataConfig(name="imagefolder", root=str(tmp_path)))
+        build_arrays(DataConfig(val_per_class=0, name="imagefolder", root=str(tmp_path)))
 
 
 def test_cifar_offline_error_says_where_to_put_the_archive(tmp_path, monkeypatch):
@@ -135,11 +136,11 @@ def test_cifar_offline_error_says_where_to_put_the_archive(tmp_path, monkeypatch
     monkeypatch.setattr(tv_utils, "urlretrieve", no_network, raising=False)
     monkeypatch.setattr(tv_utils, "_urlretrieve", no_network, raising=False)
     with pytest.raises(DataError) as info:
-        build_arrays(DataConfig(name="cifar10", root=str(tmp_path)))
+        build_arrays(DataConfig(val_per_class=0, name="cifar10", root=str(tmp_path)))
     assert f"place the official archive at {tmp_path / 'cifar-10-python.tar.gz'}" in str(info.value)
 
 
 def test_meta_is_json(tmp_path):
-    prepare(DataConfig(name="synthetic"), tmp_path)
+    prepare(DataConfig(val_per_class=0, name="synthetic"), tmp_path)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["groups"] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]

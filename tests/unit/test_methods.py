@@ -250,10 +250,13 @@ def test_every_registered_method_equals_ce_for_one_hot_targets(base_raw):
     raw["label_smoothing"].update(epsilon=0.0)
     raw["confidence_penalty"].update(beta=0.0)
     raw["introspective"].update(target_mode="softmax", tau=1e-4)  # q -> one-hot on y
-    # PS-KD (a_0 = 0) and online LS (S starts as the identity) are CE in their first epoch;
-    # CS-KD's target is the model's own prediction on another sample, never one-hot: its
-    # weight is zeroed here and its convex form checked by hand below
+    # PS-KD (epoch 0's target is the label) and online LS with S starting as the identity
+    # are CE in their first epoch (the authors' online LS starts from zeros: its first
+    # epoch is (1 - alpha) CE, checked by hand below); CS-KD's target is the model's own
+    # prediction on another sample, never one-hot: its weight is zeroed here and its
+    # convex form checked by hand below
     raw["cs_kd"].update(alpha=0.0)
+    raw["online_label_smoothing"].update(form="identity")
     params = parse_params(raw)
     torch.manual_seed(0)
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -285,7 +288,20 @@ def _ce_by_hand(row, label):
     return -math.log(_softmax(row)[label])
 
 
-def test_ps_kd_targets_the_previous_epoch_prediction_by_hand():
+def _entropy(q):
+    return -sum(v * math.log(v) for v in q if v > 0)
+
+
+def _soft_ce(q, row):
+    """The authors' loss form: cross-entropy with a soft target, ``-sum q log p``."""
+    return -sum(v * math.log(p) for v, p in zip(q, _softmax(row), strict=True))
+
+
+def test_ps_kd_is_the_authors_schedule_and_target_by_hand():
+    """Kim et al.'s code: soft target ``(1 - a_t) y + a_t p_{t-1}`` with
+    ``a_t = alpha_T (t + 1) / E`` for 0-based epochs t (``alpha_T`` at the last epoch), and
+    the label itself where no prediction exists yet (epoch 0). Our convex form equals their
+    soft cross-entropy minus the constant ``a_t H(p_{t-1})``."""
     from pipeline.methods.ps_kd import PSKD
 
     z0 = [[1.0, 0.0, -1.0], [0.5, 0.2, 0.1], [0.0, 2.0, 0.3], [-0.4, 0.1, 0.9]]
@@ -293,9 +309,10 @@ def test_ps_kd_targets_the_previous_epoch_prediction_by_hand():
     y = [0, 1, 1, 2]
     method = PSKD(nn.Identity(), alpha_T=0.8)
     method.bind(4, 3, epochs=4, device="cpu")
+    assert [method.alpha(t) for t in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     method.index = torch.tensor([2, 0, 3, 1])  # rows of the batch are samples 2, 0, 3, 1
     first = method.step(torch.tensor(z0), torch.tensor(y), epoch=0)
-    assert set(first.terms) == {"ce"}  # a_0 = 0: plain CE
+    # epoch 0: the target is (1 - 0.2) y + 0.2 y = y, so the loss is plain CE
     assert first.loss.item() == pytest.approx(
         sum(_ce_by_hand(r, c) for r, c in zip(z0, y, strict=True)) / 4, rel=1e-5)
     # two epochs later the same samples come in another order: sample s is matched to
@@ -306,14 +323,20 @@ def test_ps_kd_targets_the_previous_epoch_prediction_by_hand():
     method.index = order
     y2 = [y_of_sample[s] for s in range(4)]
     out = method.step(torch.tensor(z2), torch.tensor(y2), epoch=2)
-    a = 0.8 * 2 / 4
-    expected = sum((1 - a) * _ce_by_hand(z2[s], y2[s]) + a * _kl(_softmax(seen[s]),
-                                                                    _softmax(z2[s]))
-                   for s in range(4)) / 4
-    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    a = 0.6
+    authors = 0.0
+    for s in range(4):
+        prev = _softmax(seen[s])
+        target = [(1 - a) * (c == y2[s]) + a * prev[c] for c in range(3)]
+        authors += _soft_ce(target, z2[s]) - a * _entropy(prev)
+    assert out.loss.item() == pytest.approx(authors / 4, rel=1e-5)
 
 
-def test_online_label_smoothing_accumulates_correct_predictions_by_hand():
+def test_online_label_smoothing_is_the_authors_form_by_hand():
+    """The authors' code: ``S`` starts at zeros (epoch 1's soft term is 0) and is rebuilt
+    each epoch from the correct samples' mean prediction, a class with none getting a zero
+    row. Their ``alpha CE + (1 - alpha) soft-CE`` is ours with alpha swapped, up to the
+    constant ``alpha H(S[y])``."""
     from pipeline.methods.online_label_smoothing import OnlineLabelSmoothing
 
     method = OnlineLabelSmoothing(nn.Identity(), alpha=0.5)
@@ -321,14 +344,39 @@ def test_online_label_smoothing_accumulates_correct_predictions_by_hand():
     z = [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.2], [3.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
     y = [0, 0, 1, 1, 0]  # rows 0, 1 and 2 are right; 3 (class 1) and 4 (class 0) are wrong
     first = method.step(torch.tensor(z), torch.tensor(y), epoch=0)
-    # epoch 1: S = identity, so the soft term is CE again and the loss is plain CE
+    assert first.loss.item() == pytest.approx(
+        0.5 * sum(_ce_by_hand(r, c) for r, c in zip(z, y, strict=True)) / 5, rel=1e-5)
+    row0 = [(a + b) / 2 for a, b in zip(_softmax(z[0]), _softmax(z[1]), strict=True)]
+    row1 = _softmax(z[2])
+    # epoch 2: only class 1 is predicted right (by [0.5, 2.0, 0.0]); class 0's row empties
+    z1, y1 = [[0.1, 0.2, 0.3], [0.5, 2.0, 0.0], [0.0, 0.3, 0.0]], [0, 1, 2]
+    out = method.step(torch.tensor(z1), torch.tensor(y1), epoch=1)
+    soft = [row0, row1, [0.0, 0.0, 0.0]]  # class 2 had no correct sample: a zero row
+    torch.testing.assert_close(method.soft, torch.tensor(soft))
+    expected = sum(0.5 * _ce_by_hand(r, c) + 0.5 * (_soft_ce(soft[c], r) - _entropy(soft[c]))
+                   for r, c in zip(z1, y1, strict=True)) / 3
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    method.step(torch.tensor(z1), torch.tensor(y1), epoch=2)
+    rebuilt = [[0.0] * 3, _softmax(z1[1]), [0.0] * 3]  # class 0: no correct sample in epoch 2
+    torch.testing.assert_close(method.soft, torch.tensor(rebuilt))
+
+
+def test_online_label_smoothing_identity_form_keeps_rows_by_hand():
+    """``form: identity``: ``S`` starts as the identity (epoch 1 is plain CE) and a class
+    without a correct sample keeps its row."""
+    from pipeline.methods.online_label_smoothing import OnlineLabelSmoothing
+
+    method = OnlineLabelSmoothing(nn.Identity(), alpha=0.5, form="identity")
+    method.bind(6, 3, epochs=3, device="cpu")
+    z = [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.2], [3.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    y = [0, 0, 1, 1, 0]
+    first = method.step(torch.tensor(z), torch.tensor(y), epoch=0)
     assert first.loss.item() == pytest.approx(
         sum(_ce_by_hand(r, c) for r, c in zip(z, y, strict=True)) / 5, rel=1e-5)
     row0 = [(a + b) / 2 for a, b in zip(_softmax(z[0]), _softmax(z[1]), strict=True)]
-    row1 = _softmax(z[2])
     z_next, y_next = [[0.1, 0.2, 0.3], [0.5, 0.0, -0.5], [0.0, 0.3, 0.0]], [0, 1, 2]
     out = method.step(torch.tensor(z_next), torch.tensor(y_next), epoch=1)
-    soft = [row0, row1, [0.0, 0.0, 1.0]]  # class 2 had no correct sample: keeps its row
+    soft = [row0, _softmax(z[2]), [0.0, 0.0, 1.0]]  # class 2 keeps its identity row
     torch.testing.assert_close(method.soft, torch.tensor(soft))
     expected = sum(0.5 * _ce_by_hand(r, c) + 0.5 * _kl(soft[c], _softmax(r))
                    for r, c in zip(z_next, y_next, strict=True)) / 3

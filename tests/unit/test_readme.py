@@ -57,57 +57,6 @@ def test_readme_splices_each_profile_into_its_own_block(tmp_path):
     assert "class similarity" not in claims and "47.5" not in claims
 
 
-def test_verify_reports_the_largest_difference_per_metric(tmp_path):
-    """bit-identical -> 0; a cell moved by more than its tolerance -> not ok; a lost row is
-    a problem."""
-    from pipeline.tools.verify import compare
-
-    reference = _report(tmp_path / "reports", "cifar10-cpu", 55.25)
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    text = (reference / "tables/T2_regularizers.csv").read_text()
-    (fresh / "T2_regularizers.csv").write_text(text)
-    rows, problems = compare(reference, fresh)
-    assert not problems and all(r["max_diff"] == 0 and r["ok"] for r in rows)
-    (fresh / "T2_regularizers.csv").write_text(text.replace("55.25", "52.75")
-                                               .replace("0.45", "0.47"))
-    rows, _ = compare(reference, fresh)
-    by = {r["metric"]: r for r in rows}
-    assert by["test_acc_mean"]["max_diff"] == pytest.approx(2.5)
-    assert by["test_acc_mean"]["at"] == "CE / baselines / ce" and not by["test_acc_mean"]["ok"]
-    assert by["test_nll_mean"]["max_diff"] == pytest.approx(0.02) and by["test_nll_mean"]["ok"]
-    assert compare(reference, fresh, scale=2.0)[0][1]["ok"]  # tolerance doubled: 4.0 pp
-    (fresh / "T2_regularizers.csv").write_text(text.splitlines()[0] + "\n"
-                                               + text.splitlines()[1] + "\n")
-    _, problems = compare(reference, fresh)
-    assert len(problems) == 1 and "IL (full)" in problems[0]
-
-
-def test_verify_names_a_different_cpu_kernel_set_and_package_version(tmp_path, monkeypatch):
-    """A reference made with other torch CPU kernels or another package version is named
-    before the comparison (its cells cannot be bit-identical); the same machine says nothing."""
-    import json
-
-    import pipeline.tools.report as report
-    from pipeline.tools.verify import version_changes
-
-    monkeypatch.setattr(report, "cpu", lambda: {"cpu": "Test CPU", "cpu_capability": "AVX2"})
-    monkeypatch.setattr(report, "installed_versions", lambda: {"torch": "2.14.1"})
-    provenance = tmp_path / "provenance.json"
-    provenance.write_text(json.dumps({"versions": {"torch": "2.14.1"}, "cpu": "Test CPU",
-                                      "cpu_capability": "AVX2"}))
-    assert version_changes(provenance) == []
-    provenance.write_text(json.dumps({"versions": {"torch": "2.13.0"}, "cpu": "Other CPU",
-                                      "cpu_capability": "AVX512"}))
-    lines = version_changes(provenance)
-    assert len(lines) == 2
-    assert "torch 2.14.1 here, 2.13.0" in lines[0]
-    assert "AVX2 kernels here, AVX512 in the reference (Other CPU)" in lines[1]
-    provenance.write_text(json.dumps({"versions": {"torch": "2.14.1"}}))  # an older report
-    assert version_changes(provenance) == [f"{provenance}: no CPU recorded (an older report); "
-                                           "this machine: Test CPU, torch AVX2 kernels"]
-
-
 def test_provenance_line_says_what_a_per_seed_run_trained_on_and_its_cpu_kernels(tmp_path):
     """A per_seed report prepared the whole pool: the line must give the per-class draw, not
     the pool as if it were the training set; the CPU kernel set is named when recorded."""

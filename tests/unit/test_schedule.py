@@ -49,16 +49,40 @@ def test_the_estimate_orders_the_dag(base_raw):
     tasks = dag_tasks(params, lambda role, method: measured[(role, method)])
     by_name = {t.name: t for t in tasks}
     # as many training tasks as plan() counts runs (a tune instance holds a run per
-    # tuning seed)
+    # tuning seed), plus the teacher instances that copy the fixed split's shared one
     stages = [t for t in tasks if t.name != "tune_select"]
+    copies = len(params.seeds) + len(params.tune.seeds)
     assert len(stages) == sum(r for s, _, r, _ in plan(params) if s != "tune") + len(
-        params.tune.all_methods) * len(params.tune.trials)
-    assert by_name["kd_ablation@full-0"].after == ("teacher",)
-    assert by_name["tuned_with_teacher@kd-1"].after == ("tune_select", "teacher")
+        params.tune.all_methods) * len(params.tune.trials) + copies
+    assert by_name["shared_teacher"].seconds == 10.0 * params.teacher.train.epochs
+    assert by_name["teacher@0"].seconds == 0 and by_name["teacher@0"].after == (
+        "shared_teacher",)
+    assert by_name["kd_ablation@full-0"].after == ("teacher@0",)
+    assert by_name["tuned_with_teacher@kd-1"].after == ("tune_select", "teacher@1")
     trials = params.tune.trials
     assert set(by_name["tune_select"].after) == {
         f"tune@{m}-{k}" for m in params.tune.methods for k in trials} | {
         f"tune_with_teacher@kd-{k}" for k in trials}
-    assert by_name["tune_with_teacher@kd-0"].after == ("teacher",)
+    assert by_name["tune_with_teacher@kd-0"].after == ("tuning_teacher@100",)
     epochs = params.student.train.epochs
     assert by_name["tune@ce-1"].seconds == len(params.tune.seeds) * epochs  # 1 s per epoch
+
+
+def test_per_seed_teachers_train_in_parallel_in_the_estimate(base_raw):
+    """per_seed: each seed's teacher is its own task, so on as many workers as seeds the
+    teachers run side by side and the critical path holds one teacher, not all of them."""
+    import copy
+
+    from pipeline.core.config import parse_params
+    from pipeline.tools.estimate import dag_tasks
+
+    raw = copy.deepcopy(base_raw)
+    raw["data"].update(split_seed="per_seed", train_per_class=50)
+    params = parse_params(raw, "t")
+    tasks = dag_tasks(params, lambda role, method: 10.0 if role == "teacher" else 1.0)
+    teacher = 10.0 * params.teacher.train.epochs
+    by_name = {t.name: t for t in tasks}
+    assert [by_name[f"teacher@{s}"].seconds for s in params.seeds] == [teacher] * 3
+    assert by_name["shared_teacher"].seconds == 0
+    chain = 3 * teacher  # what one stage training the teachers one after another cost
+    assert makespan(tasks, 64) < chain

@@ -14,7 +14,7 @@ from pipeline.core.errors import CheckpointError, DataError
 from pipeline.core.models import build_model, load_teacher
 from pipeline.core.prepared import load_prepared
 from pipeline.prepare.datasets import prepare
-from pipeline.train.teachers import distilling_seeds, teacher_specs
+from pipeline.train.teachers import shared_spec, teacher_file, teacher_spec, tuning_needs_teacher
 
 from ..helpers import tiny_raw
 
@@ -56,9 +56,9 @@ def test_a_fixed_split_is_the_same_for_every_seed(tmp_path):
 
 def test_per_seed_is_refused_where_it_would_draw_nothing():
     with pytest.raises(ValueError, match="data.split_seed: per_seed draws"):
-        DataConfig(name="digits", split_seed="per_seed")
+        DataConfig(val_per_class=0, name="digits", split_seed="per_seed")
     with pytest.raises(ValueError, match="split_seed"):
-        DataConfig(name="digits", split_seed="each")
+        DataConfig(val_per_class=0, name="digits", split_seed="each")
 
 
 def test_a_pool_too_small_fails_in_prepare(tmp_path):
@@ -68,16 +68,21 @@ def test_a_pool_too_small_fails_in_prepare(tmp_path):
 
 def test_teachers_follow_the_split(base_raw):
     fixed = parse_params(tiny_raw(base_raw, seeds=[0, 1]), "t")
-    assert [(s.seed, s.group) for s in teacher_specs(fixed)] == [(0, "")]
+    # a fixed split: every seed distils the one teacher of seed teacher.seed
+    assert {teacher_spec(fixed, s) for s in (0, 1, 100)} == {shared_spec(fixed)}
+    assert shared_spec(fixed).folder("models").as_posix() == "models/teacher/shared/seed-0"
     raw = tiny_raw(base_raw, seeds=[0, 1])
     raw["data"]["split_seed"] = "per_seed"
     per_seed = parse_params(raw, "t")
-    # KD is tuned on seed 100: it needs a teacher of its own subset too
-    assert distilling_seeds(per_seed) == [0, 1, 100]
-    assert [s.folder("models").as_posix() for s in teacher_specs(per_seed)] == [
-        f"models/teacher/per_seed/seed-{s}" for s in (0, 1, 100)]
+    # per_seed: each seed its own, published where its students look; KD is tuned on seed
+    # 100, whose teacher lives apart (the tuning stage depends on those only)
+    assert [teacher_spec(per_seed, s).folder("models").as_posix() for s in (0, 1, 100)] == [
+        "models/teacher/seed-0", "models/teacher/seed-1", "models/teacher/tuning/seed-100"]
+    assert [teacher_file(per_seed, s).as_posix() for s in (1, 100)] == [
+        "models/teacher/seed-1/model.pt", "models/teacher/tuning/seed-100/model.pt"]
+    assert tuning_needs_teacher(per_seed)
     raw["tune"]["enabled"] = False
-    assert distilling_seeds(parse_params(raw, "t")) == [0, 1]
+    assert not tuning_needs_teacher(parse_params(raw, "t"))
 
 
 def test_a_student_refuses_a_teacher_of_another_subset(tmp_path):
@@ -91,15 +96,3 @@ def test_a_student_refuses_a_teacher_of_another_subset(tmp_path):
         load_teacher(path, "abc", 10, 1, cfg, subset_seed=2)
     with pytest.raises(CheckpointError, match="subset of seed 1, this run's is seed None"):
         load_teacher(path, "abc", 10, 1, cfg)  # a fixed-split student
-
-
-def test_per_seed_teachers_history_is_the_epoch_wise_mean():
-    from pipeline.train.teachers import _mean_history
-
-    a = [{"epoch": "1", "train_loss": "2.0", "test_acc": ""},
-         {"epoch": "2", "train_loss": "1.0", "test_acc": "40.0"}]
-    b = [{"epoch": "1", "train_loss": "3.0", "test_acc": ""},
-         {"epoch": "2", "train_loss": "2.0", "test_acc": "50.0"}]
-    # an epoch without evaluation (train.eval_every) has no test_acc: none is invented
-    assert _mean_history([a, b]) == [{"epoch": 1, "train_loss": 2.5},
-                                     {"epoch": 2, "train_loss": 1.5, "test_acc": 45.0}]

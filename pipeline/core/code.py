@@ -1,0 +1,86 @@
+"""Which project files a stage instance runs: the import closure of its entry points.
+
+A stage's ``dvc.yaml`` dependencies list exactly these files (a test checks it), and a run's
+code fingerprint hashes the same files, so an edit reruns, and invalidates the checkpoints
+of, exactly the instances that import the edited file. Imports inside functions count;
+imports under ``if TYPE_CHECKING:`` never run and do not.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+PACKAGES = ("pipeline", "stages")  # the project's own code; everything else is a package
+BASE = Path(__file__).resolve().parents[2]  # the folder holding ``pipeline`` and ``stages``
+
+
+def module_file(name: str, base: Path = BASE) -> Path | None:
+    """The file that importing ``name`` runs (``a/b/__init__.py`` or ``a/b.py``)."""
+    path = base / Path(*name.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    return None
+
+
+def _imported_names(path: Path, base: Path) -> list[str]:
+    package = ".".join(path.relative_to(base).with_suffix("").parts[:-1])
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and ast.unparse(block.test) == "TYPE_CHECKING" for n in ast.walk(block)}
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*parts, module] if module else parts)
+            names += [module] + [f"{module}.{a.name}" for a in node.names]
+    return names
+
+
+def imported_files(starts: Iterable[Path], base: Path = BASE) -> set[Path]:
+    """Every project file reachable from ``starts`` through any import statement (importing
+    ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first)."""
+    seen: set[Path] = set()
+    todo = list(starts)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imported_names(path, base):
+            parts = name.split(".")
+            if parts[0] not in PACKAGES:
+                continue
+            for i in range(1, len(parts) + 1):
+                found = module_file(".".join(parts[:i]), base)
+                if found is not None:
+                    todo.append(found)
+    return seen
+
+
+def instance_code(script: str, method: str | None, base: Path = BASE) -> list[Path]:
+    """What a training instance runs, relative to ``base``: its stage script (``stages.train``)
+    and the method module the registry imports lazily for the method it trains."""
+    starts = [module_file(script, base)]
+    if method:
+        starts.append(base / "pipeline" / "methods" / f"{method}.py")
+    return sorted(p.relative_to(base) for p in imported_files([p for p in starts if p], base))
+
+
+def code_fingerprint(files: Iterable[Path], base: Path = BASE) -> str:
+    """sha256 of those files' paths and contents."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256((base / path).read_bytes()).digest())
+    return digest.hexdigest()[:16]
