@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from interleave import interleaved, markdown, ratio_rows  # noqa: E402
 
-from pipeline.core.config import IntrospectiveConfig  # noqa: E402
 from pipeline.core.models import build_model  # noqa: E402
 from pipeline.methods.ce import CE  # noqa: E402
 from pipeline.methods.introspective import Introspective  # noqa: E402
+from pipeline.methods.registry.introspective import IntrospectiveConfig  # noqa: E402
 from pipeline.tools.estimate import training_step  # noqa: E402
 
 

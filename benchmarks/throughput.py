@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.config import IntrospectiveConfig, RuntimeConfig, TrainConfig
+from pipeline.core.config import RuntimeConfig, TrainConfig
 from pipeline.core.models import build_model
 from pipeline.core.prepared import Prepared
 from pipeline.methods.ce import CE
@@ -34,6 +34,7 @@ from pipeline.methods.introspective import Introspective
 from pipeline.methods.kd import KD
 from pipeline.methods.online_label_smoothing import OnlineLabelSmoothing
 from pipeline.methods.ps_kd import PSKD
+from pipeline.methods.registry.introspective import IntrospectiveConfig
 from pipeline.train import engine
 from pipeline.train.augment import random_crop_flip
 

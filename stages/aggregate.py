@@ -14,7 +14,7 @@ from pipeline.core.config import load_params
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import FIGURES, PREPARED_DIR, RESULTS, TABLES
 from pipeline.core.prepared import load_prepared
-from pipeline.core.tracking import RUN_FILE, Tracker
+from pipeline.core.tracking import RUN_FILE, Tracker, experiment_name
 from pipeline.results.write import write_all
 
 
@@ -44,7 +44,7 @@ def teacher_similarity(params) -> np.ndarray | None:
 
 def entry() -> None:
     params = load_params()
-    tracker = Tracker(f"ilkd-{params.profile}-{params.data.name}", "aggregate",
+    tracker = Tracker(experiment_name(params.profile, params.data.name), "aggregate",
                       {"stage": "aggregate", "profile": params.profile},
                       {"seeds": " ".join(map(str, params.seeds))})
     written = write_all(params, RESULTS, TABLES, FIGURES, teacher_similarity(params))

@@ -70,10 +70,12 @@ def imported_files(starts: Iterable[Path], base: Path = BASE) -> set[Path]:
 
 def instance_code(script: str, method: str | None, base: Path = BASE) -> list[Path]:
     """What a training instance runs, relative to ``base``: its stage script (``stages.train``)
-    and the method module the registry imports lazily for the method it trains."""
+    and the two modules the registry imports by name for the method it trains (its loss and
+    its entry: ``pipeline/methods/[registry/]<method>.py``)."""
     starts = [module_file(script, base)]
     if method:
-        starts.append(base / "pipeline" / "methods" / f"{method}.py")
+        starts += [base / "pipeline" / "methods" / f"{method}.py",
+                   base / "pipeline" / "methods" / "registry" / f"{method}.py"]
     return sorted(p.relative_to(base) for p in imported_files([p for p in starts if p], base))
 
 

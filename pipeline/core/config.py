@@ -12,32 +12,34 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from pipeline.core.archs import check_arch
 from pipeline.core.errors import ConfigError
+from pipeline.core.schema import (
+    NonEmptyFloats,
+    NonNegFloat,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Section,
+    UnitFloat,
+)
 from pipeline.methods import REGISTRY, Teacher
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-UnitFloat = Annotated[float, Field(ge=0, le=1)]
-Probability = Annotated[float, Field(gt=0, lt=1)]
-
 DatasetName = Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder"]
-NonEmptyFloats = Annotated[list[float], Field(min_length=1)]
 
 
 def _unique(what: str):
@@ -74,12 +76,6 @@ def _variants(method: str):
 TeacherFreeMethods = Annotated[list[str], Field(min_length=1), AfterValidator(_methods(
     Teacher.NONE, "distils the teacher: KD is trained once per seed as kd_ablation@full-<seed> "
     "(read by T1 and T3) and tuned through tune.teacher_methods"))]
-
-
-class Section(BaseModel):
-    """Strict section: unknown keys and silent type coercion are errors."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SyntheticConfig(Section):
@@ -199,13 +195,6 @@ class StudentConfig(Section):
     train: TrainConfig
 
 
-class CEConfig(Section):
-    """Plain cross-entropy has no knobs; the section exists so every method has one."""
-
-
-class KDConfig(Section):
-    alpha: UnitFloat = 0.9
-    T: PositiveFloat = 4.0
 
 
 class KDAblationConfig(Section):
@@ -214,64 +203,16 @@ class KDAblationConfig(Section):
     ]
 
 
-class LabelSmoothingConfig(Section):
-    epsilon: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
-class ConfidencePenaltyConfig(Section):
-    beta: NonNegFloat = 0.1
 
 
-class TFKDVirtualConfig(Section):
-    alpha: UnitFloat = 0.5
-    T: PositiveFloat = 4.0
-    correct_prob: Annotated[float, Field(gt=0, le=1)] = 0.9
-    soften_teacher: bool = True  # softmax(p^d / T) as Yuan et al.; false only with T = 1
 
-    @model_validator(mode="after")
-    def _unsoftened_only_at_t1(self) -> TFKDVirtualConfig:
-        if not self.soften_teacher and self.T != 1:
-            raise ValueError(f"T: {self.T} with soften_teacher: false distils the hand-made "
-                             "distribution at a temperature (logits pushed to T x CE's scale); "
-                             "use T: 1 or soften_teacher: true")
-        return self
-
-
-class PSKDConfig(Section):
-    alpha_T: UnitFloat = 0.8  # weight of the previous-epoch prediction at the last epoch
-
-
-class CSKDConfig(Section):
-    alpha: UnitFloat = 0.5
-    T: PositiveFloat = 4.0
-
-
-class OnlineLabelSmoothingConfig(Section):
-    alpha: UnitFloat = 0.5
-    # authors: S starts at zeros, a class without a correct sample gets a zero row (their
-    # code); identity: S starts as the identity, such a row is kept (our earlier reading)
-    form: Literal["authors", "identity"] = "authors"
-
-
-class DMLConfig(Section):
-    alpha: UnitFloat = 0.5
-    form: Literal["convex", "original"] = "convex"
 
 
 class BaselinesConfig(Section):
     methods: TeacherFreeMethods  # no default: params.yaml lists them
 
-
-class IntrospectiveConfig(Section):
-    explainer: Literal["gradcam", "input_gradient", "gradient_x_input"] = "gradcam"
-    similarity: Literal["cosine", "pearson"] = "cosine"
-    target_mode: Literal["softmax", "fixed_gt"] = "fixed_gt"
-    tau: PositiveFloat = 0.1
-    gt_prob: Probability = 0.9
-    alpha: UnitFloat = 0.5
-    T: PositiveFloat = 1.0
-    warmup_epochs: NonNegInt = 0
-    top_k: PositiveInt | None = None
 
 
 class IntrospectiveAblationConfig(Section):
@@ -324,8 +265,9 @@ class ClaimsConfig(Section):
     looks: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_ascending)] = [3]
 
 
-class Params(Section):
-    """The whole ``params.yaml``."""
+class SharedParams(Section):
+    """The sections every method shares; :data:`Params` adds one section per method,
+    each declared by its own module (``pipeline/methods/<name>.py``)."""
 
     profile: str = "quick"
     seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))]
@@ -333,24 +275,14 @@ class Params(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     teacher: TeacherConfig
     student: StudentConfig
-    ce: CEConfig = CEConfig()
-    kd: KDConfig = KDConfig()
     kd_ablation: KDAblationConfig = KDAblationConfig()
-    label_smoothing: LabelSmoothingConfig = LabelSmoothingConfig()
-    confidence_penalty: ConfidencePenaltyConfig = ConfidencePenaltyConfig()
-    tf_kd_virtual: TFKDVirtualConfig = TFKDVirtualConfig()
-    ps_kd: PSKDConfig = PSKDConfig()
-    cs_kd: CSKDConfig = CSKDConfig()
-    online_label_smoothing: OnlineLabelSmoothingConfig = OnlineLabelSmoothingConfig()
-    dml: DMLConfig = DMLConfig()
     baselines: BaselinesConfig
-    introspective: IntrospectiveConfig = IntrospectiveConfig()
     introspective_ablation: IntrospectiveAblationConfig = IntrospectiveAblationConfig()
     tune: TuneConfig
     claims: ClaimsConfig = ClaimsConfig()
 
     @model_validator(mode="after")
-    def _tunable_keys_exist(self) -> Params:
+    def _tunable_keys_exist(self) -> SharedParams:
         for method, knobs in self.tune.own.items():
             if method not in REGISTRY:
                 raise ValueError(f"tune.own.{method}: unknown method "
@@ -370,7 +302,7 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
-    def _fast_path_fits_the_explainer(self) -> Params:
+    def _fast_path_fits_the_explainer(self) -> SharedParams:
         """Input-space explainers backpropagate to the image once per class: through an
         inductor-compiled trunk that batched backward is a known failure on CUDA, and in
         fp16 without loss scaling the input gradients underflow."""
@@ -385,6 +317,20 @@ class Params(Section):
             raise ValueError(f"runtime.amp: fp16 underflows introspective.explainer: {explainer}'s "
                              "input gradients; use amp: bf16 (fp32's range) or off")
         return self
+
+
+def _assemble() -> type[SharedParams]:
+    """The whole ``params.yaml``: the shared sections and, for every registered method, its
+    own section (``pipeline/methods/<name>.py``'s ``Section``) under its name."""
+    sections: dict[str, Any] = {name: (info.config, info.config())
+                                for name, info in REGISTRY.items()}
+    return create_model("Params", __base__=SharedParams, __module__=__name__, **sections)
+
+
+if TYPE_CHECKING:
+    Params = SharedParams  # type checkers see the shared sections; methods' are dynamic
+else:
+    Params = _assemble()
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:

@@ -27,6 +27,16 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 RUN_FILE = "mlflow_run.json"
 
 
+def experiment_name(profile: str, dataset: str) -> str:
+    """The MLflow experiment every run of a profile logs to: ``ilkd-quick-digits``."""
+    return f"ilkd-{profile}-{dataset}"
+
+
+def teacher_model_name(profile: str) -> str:
+    """The Model Registry entry of a profile's teachers: a new version per retraining."""
+    return f"ilkd-{profile}-teacher"
+
+
 def recorded_run_id(results: Path) -> str | None:
     """The MLflow run a stage recorded in ``<results>/mlflow_run.json`` (None when absent)."""
     import json

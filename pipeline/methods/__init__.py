@@ -1,21 +1,26 @@
-"""The method registry: the one place that names every training method.
+"""The method registry: every training method, each declared by its own files.
 
-Everything else reads it: params validation (which names a list may hold),
-the stages (which method a stage instance trains, whether it needs the
-teacher), dvc.yaml's per-method dependencies (``pipeline/methods/<name>.py``
-and the params section ``<name>``) and the tables (row labels).
+A method is its loss, ``pipeline/methods/<name>.py`` (a
+:class:`~pipeline.methods.base.Method` subclass with ``from_config`` and ``step``), and
+its entry, ``pipeline/methods/registry/<name>.py``: its params section (a ``Section``)
+and one ``METHOD = MethodInfo(...)`` line that names the loss class and the section and
+says how the tables and claims call it. The entries import no torch, so validating params
+stays fast. The registry keeps every module of ``registry/`` that declares ``METHOD``:
+adding a method edits no shared file, so the stage instances that exist keep their
+dependencies and nothing is retrained (``tests/integration/test_dvc_repro.py`` adds a toy
+method to check exactly that).
 
-Adding a method = one module ``pipeline/methods/<name>.py`` whose
-:class:`~pipeline.methods.base.Method` subclass has ``from_config``, one entry
-below, and its params section (``<name>:`` in ``params.yaml`` and a section
-class in ``pipeline/core/config.py``). This module imports no torch: method modules
-are imported only when a method is built, so validating params stays fast.
+Everything else reads the registry: params validation (each method's section, which names
+a list may hold), the stages (which method an instance trains, whether it needs the
+teacher), dvc.yaml's per-method dependencies (``pipeline/methods/<name>.py`` and the params
+section ``<name>``), the tables (row labels and order) and the claims (IL's comparisons).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from pipeline.core.config import Params
+    from pipeline.core.schema import Section
     from pipeline.methods.base import Method
 
 
@@ -40,19 +46,30 @@ KD_VARIANTS = (*NON_GT_VARIANTS, "target_only", "non_target_only")
 VARIANT_LABELS = {"full": "(full)", "uniform_non_gt": "uniform non-GT",
                   "shuffled_non_gt": "shuffled non-GT", "target_only": "target only (TCKD)",
                   "non_target_only": "non-target only (NCKD)"}
+VARIANT_NOTES = {  # what each variant is, on its MLflow run page
+    "full": "", "uniform_non_gt": "control: uniform non-GT mass (class similarity removed)",
+    "shuffled_non_gt": "control: shuffled non-GT mass (class similarity destroyed)",
+    "target_only": "target-class part only (TCKD)",
+    "non_target_only": "non-target part only (NCKD)"}
+PAPER = ("better", "similar", "")  # IL vs a method: the paper says IL is better, similar, or
+# nothing (beyond the paper: reported and decided, no claim of the paper rides on it)
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """One training method: where its code lives and how the tables call it."""
+    """One training method: its loss and section, and how the tables and claims call it."""
 
-    name: str  # also its module (pipeline/methods/<name>.py) and its params section
-    cls: str  # class name in that module
+    name: str  # its modules (<name>.py, registry/<name>.py) and its params section
+    cls: str  # the loss class in pipeline/methods/<name>.py (imported when built)
+    config: type[Section]
     label: str  # T2/T3 row label
+    rank: int  # where its rows stand in the tables (and its claim among the claims)
     short: str = ""  # prefix of its variant rows (T1: "KD uniform non-GT")
     teacher: Teacher = Teacher.NONE
     variants: tuple[str, ...] = ("full",)
     table: str = "T2"  # T2 (regularizers, self-distillation) or T3 (peers, teachers)
+    claim: str = ""  # its name in IL's claims ("IL > LS"); "" = IL is not compared with it
+    paper: str = ""  # what the paper says of IL vs it: one of PAPER
 
     def variant_label(self, variant: str) -> str:
         return f"{self.short or self.label} {VARIANT_LABELS[variant]}"
@@ -61,19 +78,39 @@ class MethodInfo:
         return getattr(importlib.import_module(f"{__name__}.{self.name}"), self.cls)
 
 
-_METHODS = (
-    MethodInfo("ce", "CE", "CE"),
-    MethodInfo("label_smoothing", "LabelSmoothing", "label smoothing"),
-    MethodInfo("confidence_penalty", "ConfidencePenalty", "confidence penalty"),
-    MethodInfo("tf_kd_virtual", "TFKDVirtual", "teacher-free KD (virtual teacher)"),
-    MethodInfo("ps_kd", "PSKD", "PS-KD (self-distillation)"),
-    MethodInfo("cs_kd", "CSKD", "CS-KD (class-wise self-distillation)"),
-    MethodInfo("online_label_smoothing", "OnlineLabelSmoothing", "online label smoothing"),
-    MethodInfo("dml", "DML", "DML (2 peers)", table="T3"),
-    MethodInfo("kd", "KD", "KD from a teacher", "KD", Teacher.REQUIRED, KD_VARIANTS, "T3"),
-    MethodInfo("introspective", "Introspective", "IL", "IL", variants=NON_GT_VARIANTS),
-)
-REGISTRY: dict[str, MethodInfo] = {m.name: m for m in _METHODS}
+class Registry(Mapping[str, MethodInfo]):
+    """The methods ``registry/`` declares, by name, in table order; found on first use."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, MethodInfo] | None = None
+
+    def _methods(self) -> dict[str, MethodInfo]:
+        if self._found is None:
+            found = []
+            entries = importlib.import_module(f"{__name__}.registry")
+            for module in pkgutil.iter_modules(entries.__path__):
+                info = getattr(importlib.import_module(f"{entries.__name__}.{module.name}"),
+                               "METHOD", None)
+                if info is None:
+                    continue
+                if info.name != module.name:
+                    raise ValueError(f"pipeline/methods/registry/{module.name}.py: METHOD is "
+                                     f"named '{info.name}'; a method's name is its module's")
+                found.append(info)
+            self._found = {m.name: m for m in sorted(found, key=lambda m: (m.rank, m.name))}
+        return self._found
+
+    def __getitem__(self, name: str) -> MethodInfo:
+        return self._methods()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._methods())
+
+    def __len__(self) -> int:
+        return len(self._methods())
+
+
+REGISTRY = Registry()
 
 
 def method_info(name: str) -> MethodInfo:
@@ -94,5 +131,5 @@ def build_method(name: str, params: Params, make_model: Callable[[], nn.Module],
     return info.load().from_config(section, make_model, teacher, variant)
 
 
-__all__ = ["KD_VARIANTS", "NON_GT_VARIANTS", "REGISTRY", "MethodInfo", "Teacher",
-           "build_method", "method_info"]
+__all__ = ["KD_VARIANTS", "NON_GT_VARIANTS", "PAPER", "REGISTRY", "VARIANT_LABELS",
+           "VARIANT_NOTES", "MethodInfo", "Registry", "Teacher", "build_method", "method_info"]

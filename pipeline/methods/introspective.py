@@ -17,14 +17,13 @@ with the KD ablation's code. The loss has KD's convex form,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.core.config import IntrospectiveConfig
 from pipeline.methods.base import (
     Explanations,
     Method,
@@ -35,6 +34,9 @@ from pipeline.methods.base import (
 )
 from pipeline.methods.explain import gradcam_linear, input_gradients, similarity
 from pipeline.methods.targets import distillation, non_gt_transform
+
+if TYPE_CHECKING:
+    from pipeline.methods.registry.introspective import IntrospectiveConfig
 
 
 class Introspective(Method):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.config import Params
-from pipeline.methods import REGISTRY, VARIANT_LABELS
+from pipeline.methods import PAPER, REGISTRY, VARIANT_LABELS
 from pipeline.results.aggregate import Lookup, file_lookup, load_runs
 from pipeline.results.decide import Decision, decide, holm
 from pipeline.results.design import Row, default_row
@@ -47,10 +47,10 @@ def claims(params: Params) -> list[tuple[str, Claim]]:
     comparisons with the default recipes and with the tuned ones, the component ablations
     (T1, T4) with the default recipe."""
     tuned = set(params.tune.all_methods) if params.tune.enabled else set()
-    methods = [("CE", "ce", "better"), ("LS", "label_smoothing", "better"),
-               ("CP", "confidence_penalty", "better"), ("KD", "kd", "similar"),
-               ("DML", "dml", "similar"), ("PS-KD", "ps_kd", ""), ("CS-KD", "cs_kd", ""),
-               ("online LS", "online_label_smoothing", ""), ("Tf-KD", "tf_kd_virtual", "")]
+    # IL against every method that names its claim, the paper's claims first (registry:
+    # each method's module says what the paper claims of IL against it)
+    methods = sorted(((info.claim, name, info.paper) for name, info in REGISTRY.items()
+                      if info.claim), key=lambda m: (PAPER.index(m[2]), REGISTRY[m[1]].rank))
     out: list[tuple[str, Claim]] = []
     il = default_row("introspective", params)
     for short, method, paper in methods:

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline.core.cli import main as cli_main
 from pipeline.core.config import load_params
 from pipeline.core.errors import ConfigError, TrackingError
-from pipeline.core.tracking import repo_root, resolve_tracking_uri
+from pipeline.core.tracking import experiment_name, repo_root, resolve_tracking_uri
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -86,7 +86,7 @@ def entry(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(repo_root() / "params.yaml")
     uri = resolve_tracking_uri()
-    experiment = experiment_id(uri, f"ilkd-{params.profile}-{params.data.name}")
+    experiment = experiment_id(uri, experiment_name(params.profile, params.data.name))
     port = free_port() if args.shot else args.port
     url = runs_url(port, experiment, args.search)
     server = serve(uri, port)

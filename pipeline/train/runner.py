@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import code
+from pipeline.core import code, tracking
 from pipeline.core.config import ModelConfig, Params, TrainConfig, fingerprint, flatten
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import (
@@ -33,11 +33,12 @@ from pipeline.core.tracking import (
     RUN_FILE,
     NullTracker,
     Tracker,
+    experiment_name,
     recorded_run_id,
     update_parent,
 )
 from pipeline.figures import explanation_grid, save_figure, similarity_heatmaps, training_curves
-from pipeline.methods import REGISTRY, Teacher, build_method
+from pipeline.methods import REGISTRY, VARIANT_NOTES, Teacher, build_method
 from pipeline.methods.base import Method
 from pipeline.train import distributed, engine
 from pipeline.train.teachers import teacher_file, teacher_spec
@@ -46,11 +47,6 @@ from pipeline.train.tune import tuned_params
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
 WALL_CLOCK = {"epoch_time_s"}  # logged to MLflow only (history.csv must not vary run to run)
 COSMETIC = {"runtime.progress"}  # knobs that change no result
-VARIANT_NOTES = {
-    "full": "", "uniform_non_gt": "control: uniform non-GT mass (class similarity removed)",
-    "shuffled_non_gt": "control: shuffled non-GT mass (class similarity destroyed)",
-    "target_only": "target-class part only (TCKD)",
-    "non_target_only": "non-target part only (NCKD)"}
 
 
 @dataclass
@@ -195,7 +191,7 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
             "dataset": s.prepared.meta["dataset"], "device": device.type,
             "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": "seed",
             "ilkd_config": s.config}
-    tracker = Tracker(f"ilkd-{s.params.profile}-{s.prepared.meta['dataset']}", spec.run_name,
+    tracker = Tracker(experiment_name(s.params.profile, s.prepared.meta["dataset"]), spec.run_name,
                       tags, {**flatten(s.logged), "seed": spec.seed},
                       run_id=(s.resume or {}).get("extra", {}).get("run_id"),
                       description=describe(spec))
@@ -227,7 +223,7 @@ def _describe_run(tracker: Tracker, s: Setup, world: int) -> None:
 
 def teacher_model_name(params: Params) -> str:
     """The Model Registry entry of the teacher: a new version each time it is retrained."""
-    return f"ilkd-{params.profile}-teacher"
+    return tracking.teacher_model_name(params.profile)
 
 
 def describe(spec: RunSpec) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -324,15 +326,81 @@ def test_a_code_edit_reruns_exactly_what_runs_it(project, path, expected):
 
 def test_a_new_module_nothing_imports_reruns_nothing(project):
     """Stages depend on the files they import, not on code folders: a new file in
-    pipeline/core (or pipeline/methods) changes no instance's dependencies."""
+    pipeline/core, pipeline/train or pipeline/methods changes no instance's dependencies (in
+    pipeline/methods/registry only aggregate's, which reads every method's entry)."""
     root, _ = project
-    for folder in ("pipeline/core", "pipeline/methods", "pipeline/train"):
+    for folder, expected in (("pipeline/core", set()), ("pipeline/train", set()),
+                             ("pipeline/methods", set()),
+                             ("pipeline/methods/registry", {"aggregate"})):
         new = root / folder / "unused_helper.py"
         new.write_text("HELPER = 1\n")
         try:
-            assert json.loads(dvc(root, "status", "--json").stdout) == {}, folder
+            assert set(map(label, json.loads(dvc(root, "status", "--json").stdout))) == \
+                expected, folder
         finally:
             new.unlink()
+
+
+TOY_LOSS = """\"\"\"A toy method for the test that adding a method retrains nothing.\"\"\"
+
+from __future__ import annotations
+
+from pipeline.methods.base import Method, StepOutput, cross_entropy
+
+
+class Toy(Method):
+    @classmethod
+    def from_config(cls, cfg, make_model, teacher, variant):
+        return cls(make_model())
+
+    def step(self, x, y, epoch):
+        logits = self.student(x)
+        return StepOutput({"ce": cross_entropy(logits, y)}, logits)
+"""
+TOY_ENTRY = """\"\"\"The toy method's section and registry entry.\"\"\"
+
+from __future__ import annotations
+
+from pipeline.core.schema import Section, UnitFloat
+from pipeline.methods import MethodInfo
+
+
+class ToyConfig(Section):
+    weight: UnitFloat = 0.5
+
+
+METHOD = MethodInfo("toy", "Toy", ToyConfig, label="toy", rank=99)
+"""
+
+
+def test_adding_a_method_reruns_only_its_new_instances(project):
+    """The recipe of docs/contributing.md: one module (its loss, section and METHOD line),
+    its params section, and its name in baselines.methods. `dvc status` then lists the new
+    method's instances and the aggregate that tabulates them, nothing that existed."""
+    root, _ = project
+    loss, entry = root / "pipeline/methods/toy.py", root / "pipeline/methods/registry/toy.py"
+    params = root / "params.yaml"
+    before = params.read_text()
+    raw = yaml.safe_load(before)
+    raw["toy"] = {"weight": 0.5}
+    raw["baselines"]["methods"] = [*raw["baselines"]["methods"], "toy"]
+    loss.write_text(TOY_LOSS)
+    entry.write_text(TOY_ENTRY)
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        changed = set(map(label, json.loads(dvc(root, "status", "--json").stdout)))
+        # the project's code sees the new method: its params validate, its loss builds
+        check = subprocess.run(
+            [sys.executable, "-c", "from pipeline.core.config import load_params; "
+             "from pipeline.methods import REGISTRY; p = load_params(); "
+             "print(REGISTRY['toy'].load().__name__, p.toy.weight)"],
+            cwd=root, capture_output=True, text=True)
+    finally:
+        loss.unlink()
+        entry.unlink()
+        params.write_text(before)
+    assert changed == {"baselines@toy-0", "aggregate"}
+    assert check.stdout.split() == ["Toy", "0.5"], check.stderr
 
 
 def test_an_unchanged_tuning_choice_retrains_nothing(project):

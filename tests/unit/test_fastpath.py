@@ -151,8 +151,8 @@ def test_compile_in_place_keeps_state_dict_keys_and_results():
 def test_compile_covers_introspective_feature_map_path():
     """IL's Grad-CAM step calls forward_features: the compiled trunk must serve it too."""
     pytest.importorskip("torch._inductor")
-    from pipeline.core.config import IntrospectiveConfig
     from pipeline.methods.introspective import Introspective
+    from pipeline.methods.registry.introspective import IntrospectiveConfig
 
     data, cfg = device_data(), train_cfg(epochs=1)
     runs = []
@@ -177,7 +177,7 @@ def test_il_explanations_and_targets_are_fp32_under_bf16_autocast(monkeypatch):
     magnify bf16's rounding tenfold). What remains is the bf16 forward pass that training
     itself uses: the targets then stay within 0.02 (probability) of an fp32 step."""
     import pipeline.methods.introspective as il
-    from pipeline.core.config import IntrospectiveConfig
+    from pipeline.methods.registry.introspective import IntrospectiveConfig
 
     seen = []
     transform = il.non_gt_transform

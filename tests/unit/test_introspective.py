@@ -8,12 +8,13 @@ import pytest
 import torch
 from captum.attr import InputXGradient, LayerGradCam, Saliency
 
-from pipeline.core.config import IntrospectiveConfig, SyntheticConfig
+from pipeline.core.config import SyntheticConfig
 from pipeline.core.models import build_model
 from pipeline.core.prepared import Prepared
 from pipeline.methods.analysis import partner_hits, similarity_report
 from pipeline.methods.explain import gradcam_autograd, gradcam_linear, input_gradients, similarity
 from pipeline.methods.introspective import Introspective
+from pipeline.methods.registry.introspective import IntrospectiveConfig
 from pipeline.methods.targets import kl_to_logits
 from pipeline.prepare.datasets import make_synthetic, normalisation_stats, synthetic_groups
 from pipeline.train import engine
