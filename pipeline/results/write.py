@@ -1,4 +1,10 @@
-"""Write every table (csv + md) and figure of the ``aggregate`` stage."""
+"""Write every table (csv + md) and figure of the ``aggregate`` stage.
+
+``all_tables.md`` is rendered from the tables' frames by :func:`all_tables_markdown`, the
+one renderer ``make decide --write`` also uses to re-render a committed report; the teacher
+line beside them is kept in ``teacher.md`` so that nothing has to be read back out of the
+markdown.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,22 @@ from pipeline.results.claims import claim_rows, claims_markdown, look_alpha
 from pipeline.results.design import CE_ROW, default_row, tables
 from pipeline.results.render import similarity_markdown, to_markdown
 
+TEACHER_FILE = "teacher.md"  # the teacher's accuracy beside the CE student's (one line)
+
+
+def all_tables_markdown(params: Params, teacher: str, frames: dict[str, pd.DataFrame],
+                        claims: pd.DataFrame | None = None,
+                        similarity: pd.DataFrame | None = None) -> str:
+    """``all_tables.md``: the teacher line, T1-T4 (``frames`` by table key, in the design's
+    order and with its titles), the claims and IL's similarity to the teacher."""
+    parts = [teacher]
+    parts += [to_markdown(frames[t.key], t.title) for t in tables(params) if t.key in frames]
+    if claims is not None and not claims.empty:
+        parts.append(claims_markdown(claims, params.claims.looks))
+    if similarity is not None and not similarity.empty:
+        parts.append(similarity_markdown(similarity))
+    return "\n".join(p for p in parts if p)
+
 
 def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path,
               teacher_similarity: np.ndarray | None = None) -> list[Path]:
@@ -41,33 +63,29 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
     margin, alpha = params.claims.margin, look_alpha(params)
     written: list[Path] = []
     all_tables = tables(params)
-    markdown = [teacher_line(results, all_tables[0].reference, params)]
+    teacher = teacher_line(results, all_tables[0].reference, params)
+    frames: dict[str, pd.DataFrame] = {}
     for table in all_tables:
-        df = summarize(table, results, seeds, margin, alpha)
+        df = frames[table.key] = summarize(table, results, seeds, margin, alpha)
         csv, md = tables_dir / f"{table.key}.csv", tables_dir / f"{table.key}.md"
         atomic_write_text(csv, df.to_csv(index=False))
-        text = to_markdown(df, table.title)
-        atomic_write_text(md, text)
-        markdown.append(text)
+        atomic_write_text(md, to_markdown(df, table.title))
         fig = figures_dir / f"{table.key}_accuracy.png"
         save_figure(accuracy_bars(df, table.title), fig)
         curves = figures_dir / f"{table.key}_curves.png"
         save_figure(accuracy_curves({r.label: histories(results, r, seeds) for r in table.rows},
                                     table.title + " — test accuracy per epoch"), curves)
         written += [csv, md, fig, curves]
-    extra = (("claims", claim_rows(params, results, seeds),
-              lambda df: claims_markdown(df, params.claims.looks)),
-             ("similarity_vs_teacher", similarity_rows(results, params, teacher_similarity),
-              similarity_markdown))
-    for name, df, render in extra:  # CSV + a section of all_tables.md, when it has rows
-        if not df.empty:
-            csv = tables_dir / f"{name}.csv"
-            atomic_write_text(csv, df.to_csv(index=False))
-            markdown.append(render(df))
-            written.append(csv)
+    claims = claim_rows(params, results, seeds)
+    similarity = similarity_rows(results, params, teacher_similarity)
+    for name, df in (("claims", claims), ("similarity_vs_teacher", similarity)):
+        if not df.empty:  # a CSV when it has rows
+            atomic_write_text(tables_dir / f"{name}.csv", df.to_csv(index=False))
+            written.append(tables_dir / f"{name}.csv")
+    atomic_write_text(tables_dir / TEACHER_FILE, teacher)
     all_md = tables_dir / "all_tables.md"
-    atomic_write_text(all_md, "\n".join(m for m in markdown if m))
-    written.append(all_md)
+    atomic_write_text(all_md, all_tables_markdown(params, teacher, frames, claims, similarity))
+    written += [tables_dir / TEACHER_FILE, all_md]
 
     candidates = [r for r in (CE_ROW, default_row("label_smoothing", params),
                               default_row("kd", params), default_row("introspective", params))

@@ -124,31 +124,29 @@ def redecide_table(old: pd.DataFrame, params: Params) -> pd.DataFrame:
 
 
 def write(folder: Path, params: Params) -> None:
-    """Re-decide ``folder``'s tables and claims in place and rebuild its ``all_tables.md``."""
+    """Re-decide ``folder``'s tables and claims in place and re-render its ``all_tables.md``
+    through the aggregate stage's renderer."""
     from pipeline.core.io import atomic_write_text
-    from pipeline.results.claims import claims_markdown
-    from pipeline.results.render import similarity_markdown, to_markdown
+    from pipeline.results.write import TEACHER_FILE, all_tables_markdown
 
     tables = folder / "tables"
-    old_md = (folder / "all_tables.md").read_text()
-    titles = {line.strip("*") for line in old_md.splitlines()
-              if line.startswith("**T") and line.endswith("**")}
-    first = old_md.split("\n\n", 1)[0]
-    parts = [first + "\n"] if first.startswith(("Teacher", "**Warning")) else []
+    frames = {}
     for csv in sorted(tables.glob("T*.csv")):
         old = pd.read_csv(csv, dtype={"missing_seeds": "object"})
         old["missing_seeds"] = old["missing_seeds"].fillna("")
-        df = redecide_table(old, params)
-        atomic_write_text(csv, df.to_csv(index=False))
-        title = next(t for t in titles if t.startswith(csv.stem.split("_")[0] + " "))
-        parts.append(to_markdown(df, title))
+        frames[csv.stem] = redecide_table(old, params)
+        atomic_write_text(csv, frames[csv.stem].to_csv(index=False))
     claims = redecide_claims(pd.read_csv(tables / "claims.csv"), params)
     atomic_write_text(tables / "claims.csv", claims.to_csv(index=False))
-    parts.append(claims_markdown(claims, params.claims.looks))
     similarity = tables / "similarity_vs_teacher.csv"
-    if similarity.is_file():
-        parts.append(similarity_markdown(pd.read_csv(similarity)))
-    atomic_write_text(folder / "all_tables.md", "\n".join(parts))
+    teacher = tables / TEACHER_FILE
+    if not teacher.is_file():  # a report older than teacher.md: its first paragraph
+        first = (folder / "all_tables.md").read_text().split("\n\n", 1)[0]
+        atomic_write_text(teacher, first + "\n" if first.startswith(
+            ("Teacher", "**Warning")) else "")
+    atomic_write_text(folder / "all_tables.md", all_tables_markdown(
+        params, teacher.read_text(), frames, claims,
+        pd.read_csv(similarity) if similarity.is_file() else None))
     prov_file = folder / "provenance.json"
     prov = json.loads(prov_file.read_text())
     prov["redecided"] = {"claims": params.claims.model_dump(), "how": (

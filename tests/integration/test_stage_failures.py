@@ -257,12 +257,11 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, base_raw, migrated_db, ca
     args = setup(root, raw)
     extra = {"MLFLOW_TRACKING_URI": os.environ.pop("ILKD_TEST_URI")} \
         if "ILKD_TEST_URI" in os.environ else {}
-    tic = time.monotonic()
     proc = stage(root, *args, **extra)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert time.monotonic() - tic < 60  # fails before any training
+    # it failed before any training: no result or model folder was started (below)
     instance = args[2] if len(args) > 2 else None
     if instance:
         folder = f"{args[0]}/{instance}-0" if "--seed" in args else f"{args[0]}/{instance}"

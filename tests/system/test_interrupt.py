@@ -84,15 +84,15 @@ def test_the_guard_lets_dvc_finish_writing_and_exits_130(tmp_path):
 
 
 def test_the_guard_stops_the_stage_command_not_dvc(tmp_path):
-    """A 60-s stage command gets the stop (here SIGTERM, as the runner relays it); DVC then
-    records its failure and writes the whole lock file; the guard says 143."""
+    """A 10-minute stage command gets the stop (here SIGTERM, as the runner relays it); DVC
+    then records its failure and writes the whole lock file; the guard says 143. Bounded by
+    the event, not a stopwatch: the guard exits long before the stage could have finished
+    (a generous 60-s wait holds on a loaded machine)."""
     lock = tmp_path / "dvc.lock"
-    guard = _guarded(tmp_path, lock, 60)
+    guard = _guarded(tmp_path, lock, 600)
     time.sleep(1.0)
-    tic = time.monotonic()
     guard.send_signal(signal.SIGTERM)
-    assert guard.wait(timeout=30) == 143
-    assert time.monotonic() - tic < 15  # the stage did not run its 60 s
+    assert guard.wait(timeout=60) == 143
     assert len(lock.read_text().splitlines()) == LINES
 
 
@@ -269,9 +269,7 @@ def test_ctrl_c_sigterm_and_sigkill_at_several_points_lose_no_record(tmp_path, b
     time.sleep(1.0)
     proc.kill()
     proc.wait()
-    tic = time.monotonic()
-    _wait_for(lambda: not _processes_in(root), timeout=60)
-    assert time.monotonic() - tic < 30
+    _wait_for(lambda: not _processes_in(root), timeout=120)  # generous: a loaded machine
     _records_intact(root)
 
     # 5. a rerun finishes only what is left, and DVC finds the DAG up to date
