@@ -102,7 +102,8 @@ def compare_means(reference: pd.DataFrame, fresh: pd.DataFrame,
     """Each reference cell's mean against the fresh one's, Holm-corrected over the family."""
     problems = [f"no fresh row for {' / '.join(map(str, k))}"
                 for k in reference.index.difference(fresh.index)]
-    both = reference.join(fresh, how="inner", lsuffix="_ref", rsuffix="_new")
+    both = reference.merge(fresh, how="inner", left_index=True, right_index=True,
+                           suffixes=("_ref", "_new"))
     both["diff"] = both["mean_new"] - both["mean_ref"]
     both["p"] = [welch_p(r.mean_ref, r.sd_ref, r.n_ref, r.mean_new, r.sd_new, r.n_new)
                  for r in both.itertuples()]
