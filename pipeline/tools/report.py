@@ -21,6 +21,7 @@ import yaml
 
 from pipeline.core.paths import FIGURES, PARAMS, PREPARED_DIR, REPORTS, TABLES
 from pipeline.core.prepared import META_FILE
+from pipeline.results.write import TEACHER_FILE
 
 CODE = ("pipeline", "stages", "dvc.yaml", "dag/*/dvc.yaml")  # what decides the results
 
@@ -100,8 +101,8 @@ def save(params: Path = PARAMS, reports: Path = REPORTS) -> Path:
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "tables").mkdir(parents=True)
-    for path in sorted(TABLES.glob("*.csv")):
-        shutil.copy2(path, staging / "tables" / path.name)
+    for path in sorted([*TABLES.glob("*.csv"), *TABLES.glob(TEACHER_FILE)]):
+        shutil.copy2(path, staging / "tables" / path.name)  # what `decide --write` re-renders
     shutil.copy2(TABLES / "all_tables.md", staging / "all_tables.md")
     if FIGURES.is_dir():
         shutil.copytree(FIGURES, staging / "figures")
