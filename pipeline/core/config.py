@@ -241,7 +241,10 @@ class TuneConfig(Section):
         "lr": [0.02, 0.05, 0.1], "weight_decay": [1e-4, 5e-4, 1e-3]}
     # one entry per tuned method ({} = shared knobs only): DVC tracks tune.own.<method>
     # per method, so editing one method's grid reruns only that method's tuning
-    own: dict[str, dict[str, NonEmptyFloats]]
+    # a knob's grid holds values of its own type: numbers, and choices such as IL's
+    # explainer or target_mode (each value is checked against the method's section)
+    own: dict[str, dict[str, Annotated[list[bool | int | float | str | None],
+                                       Field(min_length=1)]]]
 
     @property
     def all_methods(self) -> list[str]:
@@ -287,10 +290,17 @@ class SharedParams(Section):
             if method not in REGISTRY:
                 raise ValueError(f"tune.own.{method}: unknown method "
                                  f"(known: {', '.join(REGISTRY)})")
-            fields = type(self).model_fields[method].annotation.model_fields
-            for key in knobs:
-                if key not in fields:
+            section = getattr(self, method)
+            for key, values in knobs.items():
+                if key not in type(section).model_fields:
                     raise ValueError(f"tune.own.{method}.{key}: {method} has no key '{key}'")
+                for value in values:
+                    try:
+                        type(section).model_validate({**section.model_dump(), key: value})
+                    except ValidationError as exc:
+                        reason = exc.errors()[0]["msg"]
+                        raise ValueError(f"tune.own.{method}.{key}: {value!r} is not a value "
+                                         f"of {method}.{key} ({reason})") from None
         if self.tune.enabled:
             for method in self.tune.all_methods:
                 if method not in self.tune.own:

@@ -28,6 +28,7 @@ from pipeline.methods.base import Method
 from pipeline.results.design import Instance, instances
 from pipeline.tools.parallel import positive
 from pipeline.tools.schedule import Task, critical_path, makespan
+from pipeline.train.device import PLAIN
 from pipeline.train.engine import (
     Accel,
     accel_for,
@@ -35,8 +36,6 @@ from pipeline.train.engine import (
     epoch_steps,
     prepare_models,
 )
-
-PLAIN = Accel()  # fp32, contiguous, eager
 
 TRAIN_SIZES = {"cifar10": (50_000, 10, (3, 32, 32)), "cifar100": (50_000, 100, (3, 32, 32)),
                "digits": (1_347, 10, (1, 8, 8))}

@@ -245,32 +245,38 @@ def test_deterministic_cuda_runs_fix_the_cublas_workspace(monkeypatch, restore_b
     """Without CUBLAS_WORKSPACE_CONFIG, deterministic mode only warns and cuBLAS stays
     nondeterministic; the setting is made before the first matmul of the process."""
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    monkeypatch.setattr(engine, "select_device", lambda runtime: torch.device("cuda"))
+    import os
+
+    from pipeline.train import device
+
+    monkeypatch.setattr(device, "select_device", lambda runtime: torch.device("cuda"))
     engine.configure_runtime(RuntimeConfig(device="cuda", deterministic=True))
-    assert engine.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     engine.configure_runtime(RuntimeConfig(device="cuda", deterministic=False))
-    assert "CUBLAS_WORKSPACE_CONFIG" not in engine.os.environ
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     assert torch.backends.cudnn.benchmark  # autotuning only where reproducibility is off
 
 
 def test_checkpoints_carry_only_the_current_cuda_devices_rng(monkeypatch):
     """A run resumed where fewer GPUs are visible (a packed worker sees one) restores the
     RNG of the device it runs on; older checkpoints held every visible device's."""
-    state = torch.tensor([7], dtype=torch.uint8)
+    from pipeline.train import state as train_state
+
+    rng = torch.tensor([7], dtype=torch.uint8)
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: rng)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all",
                         lambda: pytest.fail("saved every device's RNG"))
     generator = torch.Generator()
-    saved = engine._rng_state(generator)
-    assert saved["cuda"] is state
-    engine._set_rng_state(saved, generator)
-    engine._set_rng_state({**saved, "cuda": [torch.tensor([1]), torch.tensor([2])]}, generator)
+    saved = train_state._rng_state(generator)
+    assert saved["cuda"] is rng
+    train_state._set_rng_state(saved, generator)
+    train_state._set_rng_state({**saved, "cuda": [torch.tensor([1]), torch.tensor([2])]}, generator)
     assert [int(t[0]) for t in restored] == [7, 2]  # the old list: the current device's entry
 
 

@@ -136,3 +136,28 @@ def test_a_trial_outside_the_plan_is_refused(tmp_path, base_raw, monkeypatch, me
     with pytest.raises(ConfigError, match=re.escape(message)):
         trial(method, index)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_grid_may_hold_choices_and_integers_each_checked_against_its_section(base_raw):
+    """IL's open choices (explainer, target mode, warm-up epochs) are tunable like numbers:
+    the space is their product with the shared knobs, and a trial's params carry the chosen
+    string or integer; a value its section would refuse fails when params load."""
+    raw = copy.deepcopy(base_raw)
+    raw["tune"]["own"]["introspective"] = {"explainer": ["gradcam", "input_gradient"],
+                                           "target_mode": ["fixed_gt", "softmax"],
+                                           "warmup_epochs": [0, 2]}
+    params = parse_params(raw)
+    space = search_space(params, "introspective")
+    assert len(space) == 9 * 2 * 2 * 2
+    chosen = [apply(params, c).introspective for c in space]
+    assert {(c.explainer, c.target_mode, c.warmup_epochs) for c in chosen} == {
+        (e, m, w) for e in ("gradcam", "input_gradient") for m in ("fixed_gt", "softmax")
+        for w in (0, 2)}
+    for key, bad, why in (("explainer", "gradcamm", "Input should be 'gradcam'"),
+                          ("warmup_epochs", 1.5, "valid integer"),
+                          ("gt_prob", 1.2, "less than 1")):
+        raw["tune"]["own"]["introspective"] = {key: [bad]}
+        with pytest.raises(ConfigError, match=re.escape(
+                f"tune.own.introspective.{key}: {bad!r} is not a value of "
+                f"introspective.{key} (") + ".*" + re.escape(why)):
+            parse_params(raw)
