@@ -113,7 +113,8 @@ def test_instance_code_follows_imports_and_its_fingerprint_every_edit(tmp_path):
     """A scratch project whose import graph is known by hand: stages/train.py imports
     pipeline.core.config (and so pipeline/__init__ and pipeline/core/__init__), lazily
     pipeline.train.engine inside a function, and not pipeline.tools (a TYPE_CHECKING
-    import); the method module kd imports targets relatively."""
+    import); the method's loss kd imports targets relatively, its registry entry the
+    schema."""
     from pipeline.core.code import code_fingerprint, instance_code
 
     files = {
@@ -124,6 +125,10 @@ def test_instance_code_follows_imports_and_its_fingerprint_every_edit(tmp_path):
         "pipeline/methods/__init__.py": "", "pipeline/methods/ce.py": "",
         "pipeline/methods/kd.py": "from .targets import t\n",
         "pipeline/methods/targets.py": "t = 1\n",
+        "pipeline/methods/registry/__init__.py": "",
+        "pipeline/methods/registry/kd.py": "from pipeline.core.schema import Section\n",
+        "pipeline/methods/registry/ce.py": "from pipeline.core.schema import Section\n",
+        "pipeline/core/schema.py": "import pydantic\n",
         "stages/__init__.py": "", "stages/train.py": (
             "from typing import TYPE_CHECKING\nfrom pipeline.core import config\n"
             "if TYPE_CHECKING:\n    from pipeline.tools import parallel\n"
@@ -134,8 +139,9 @@ def test_instance_code_follows_imports_and_its_fingerprint_every_edit(tmp_path):
         (tmp_path / name).write_text(text)
     got = [p.as_posix() for p in instance_code("stages.train", "kd", tmp_path)]
     assert got == ["pipeline/__init__.py", "pipeline/core/__init__.py",
-                   "pipeline/core/config.py", "pipeline/methods/__init__.py",
-                   "pipeline/methods/kd.py", "pipeline/methods/targets.py",
+                   "pipeline/core/config.py", "pipeline/core/schema.py",
+                   "pipeline/methods/__init__.py", "pipeline/methods/kd.py",
+                   "pipeline/methods/registry/kd.py", "pipeline/methods/targets.py",
                    "pipeline/train/__init__.py", "pipeline/train/engine.py", "stages/train.py"]
     ce = instance_code("stages.train", "ce", tmp_path)
     before = code_fingerprint(ce, tmp_path)
