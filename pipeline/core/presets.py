@@ -24,8 +24,12 @@ def available(folder: Path = PRESETS) -> list[str]:
 
 def merge(base: Any, overlay: dict[str, Any], where: str, as_list: Any = list) -> None:
     """Lay ``overlay`` over ``base`` in place: mappings key by key, anything else replaced
-    (a list through ``as_list``)."""
+    (a list through ``as_list``); a method's tuning grid (``tune.own.<method>``) is replaced
+    whole, as its keys are the method's knobs, not quick's (params validation checks them)."""
     for key, value in overlay.items():
+        if where == "tune.own.":  # a method's grid is whole: the preset's replaces quick's
+            base[key] = value
+            continue
         if key not in base:
             raise ConfigError(f"{where}{key}: not a key of presets/{BASE}.yaml (typo?)")
         if isinstance(value, dict) and isinstance(base[key], dict):

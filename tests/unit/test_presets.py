@@ -20,7 +20,7 @@ def preset(name):
 
 
 @pytest.mark.parametrize("name", ["quick", "paper-cifar10", "paper-cifar100", "imagefolder",
-                                  "cifar10-cpu"])
+                                  "cifar10-cpu", "cifar10-decide", "cifar10-tuned"])
 def test_every_preset_is_valid(name):
     assert preset(name).profile == name
 
@@ -45,6 +45,24 @@ def test_an_overlay_typo_names_the_key(tmp_path):
     (folder / "mine.yaml").write_text("student:\n  train: {epoch: 3}\n")
     with pytest.raises(ConfigError, match=r"student\.train\.epoch: not a key"):
         render("mine", folder)
+
+
+def test_a_tuning_grid_replaces_quicks_whole_and_is_still_validated(tmp_path):
+    """A method's grid under tune.own holds that method's knobs, not quick's: a preset's
+    grid replaces quick's (the pre-registered IL grid of cifar10-tuned), and a knob the
+    method does not have is still refused when the params load."""
+    grid = yaml.safe_load((REPO / "presets/cifar10-tuned.yaml").read_text())["tune"]["own"]
+    merged = yaml.safe_load(render("cifar10-tuned", REPO / "presets"))
+    assert merged["tune"]["own"]["introspective"] == grid["introspective"]
+    assert preset("cifar10-tuned").tune.own["introspective"]["explainer"] == [
+        "gradcam", "input_gradient"]
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "quick.yaml").write_text((REPO / "presets/quick.yaml").read_text())
+    (folder / "mine.yaml").write_text("tune:\n  own:\n    introspective: {gt_probb: [0.9]}\n")
+    with pytest.raises(ConfigError, match=r"tune\.own\.introspective\.gt_probb: introspective "
+                                          r"has no key 'gt_probb'"):
+        load_preset("mine", folder)
 
 
 def test_quick_preset_is_the_default_params():
