@@ -195,24 +195,14 @@ class StudentConfig(Section):
     train: TrainConfig
 
 
-
-
 class KDAblationConfig(Section):
     variants: Annotated[list[str], Field(min_length=1), AfterValidator(_variants("kd"))] = [
         "full", "uniform_non_gt", "shuffled_non_gt", "target_only", "non_target_only"
     ]
 
 
-
-
-
-
-
-
-
 class BaselinesConfig(Section):
     methods: TeacherFreeMethods  # no default: params.yaml lists them
-
 
 
 class IntrospectiveAblationConfig(Section):
@@ -270,7 +260,7 @@ class ClaimsConfig(Section):
 
 class SharedParams(Section):
     """The sections every method shares; :data:`Params` adds one section per method,
-    each declared by its own module (``pipeline/methods/<name>.py``)."""
+    each declared by its registry entry (``pipeline/methods/registry/<name>.py``)."""
 
     profile: str = "quick"
     seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))]
@@ -331,7 +321,7 @@ class SharedParams(Section):
 
 def _assemble() -> type[SharedParams]:
     """The whole ``params.yaml``: the shared sections and, for every registered method, its
-    own section (``pipeline/methods/<name>.py``'s ``Section``) under its name."""
+    own section (its registry entry's ``Section``) under its name."""
     sections: dict[str, Any] = {name: (info.config, info.config())
                                 for name, info in REGISTRY.items()}
     return create_model("Params", __base__=SharedParams, __module__=__name__, **sections)

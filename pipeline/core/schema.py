@@ -1,7 +1,8 @@
 """What a params section is: a strict pydantic model, and the value types sections share.
 
 Shared by ``pipeline/core/config.py`` (the shared sections and the assembled ``Params``) and
-every method module, whose own section (``Config``) lives beside its loss.
+every method's registry entry (``pipeline/methods/registry/<name>.py``), which declares
+the method's own section.
 """
 
 from __future__ import annotations

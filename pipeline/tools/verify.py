@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.core.paths import REPORTS, TABLES
+from pipeline.results.decide import holm
 from pipeline.tools.report import profile_of
 
 METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
@@ -85,16 +86,6 @@ def welch_p(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int) -> flo
     if s1 == 0 and s2 == 0:
         return 1.0 if m1 == m2 else 0.0
     return float(stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False).pvalue)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment (NaNs pass through untouched)."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
-    adjusted, running = list(p_values), 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def compare_means(reference: pd.DataFrame, fresh: pd.DataFrame,
@@ -183,13 +174,14 @@ def moved_verdicts(reference: dict[str, pd.DataFrame], fresh: dict[str, pd.DataF
 
 def identical_problems(reference: dict[str, pd.DataFrame],
                        fresh: dict[str, pd.DataFrame]) -> list[str]:
-    """Every cell, numbers and words, identical (NaN equals NaN)."""
+    """Every cell, numbers and words, identical (NaN equals NaN); a missing table is
+    :func:`judge`'s to report."""
     problems = []
     for name, ref in reference.items():
         new = fresh.get(name)
         if new is None:
-            problems.append(f"{name}.csv: missing (the reference has it)")
-        elif list(new.columns) != list(ref.columns) or new.shape != ref.shape:
+            continue
+        if list(new.columns) != list(ref.columns) or new.shape != ref.shape:
             problems.append(f"{name}.csv: other rows or columns than the reference")
         else:
             differ = ~((ref == new) | (ref.isna() & new.isna()))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.tools.verify import holm, judge, machine_changes, welch_p
+from pipeline.tools.verify import judge, machine_changes, welch_p
 
 from ..helpers import REPO
 
@@ -26,14 +26,6 @@ def test_welch_p_by_hand_and_its_edge_cases():
     assert welch_p(5, 0, 3, 5, 0, 3) == 1.0  # no spread, same mean: nothing moved
     assert welch_p(5, 0, 3, 5.1, 0, 3) == 0.0  # no spread, another mean: not noise
     assert math.isnan(welch_p(5, 1, 1, 5, 1, 3))  # one seed: no spread to judge by
-
-
-def test_holm_matches_statsmodels():
-    from statsmodels.stats.multitest import multipletests
-
-    p = [0.01, 0.04, 0.03, 0.5, 0.002]
-    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
-    assert math.isnan(holm([0.01, math.nan])[1]) and holm([0.01, math.nan])[0] == 0.01
 
 
 ROWS = 20
