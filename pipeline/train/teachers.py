@@ -29,10 +29,11 @@ from pipeline.core.config import Params
 from pipeline.core.errors import CheckpointError
 from pipeline.core.io import atomic_write_bytes, atomic_write_json
 from pipeline.core.runs import RunSpec
+from pipeline.core.tracking import RUN_FILE, recorded_run_id
 
 SHARED, TUNING = "shared", "tuning"  # groups (folders) below models/teacher and results/teacher
 NOTE = "NOT_TRAINED.json"  # what an instance whose mode is off writes instead of a teacher
-FILES = ("metrics.json", "history.csv", "curves.png", "reliability.json", "mlflow_run.json")
+FILES = ("metrics.json", "history.csv", "curves.png", "reliability.json", RUN_FILE)
 
 
 def tuning_needs_teacher(params: Params) -> bool:
@@ -96,9 +97,8 @@ def teacher_summary(params: Params, results: Path) -> dict[str, Any] | None:
     for seed in params.seeds:
         folder = results / destination(params, seed).relative
         if (folder / "metrics.json").is_file():
-            run = json.loads((folder / "mlflow_run.json").read_text()).get("run_id") \
-                if (folder / "mlflow_run.json").is_file() else str(seed)
-            runs[str(run)] = json.loads((folder / "metrics.json").read_text())
+            run = recorded_run_id(folder) or str(seed)  # copies of one teacher share a run
+            runs[run] = json.loads((folder / "metrics.json").read_text())
     if not runs:
         return None
     accs = [m["test_acc"] for m in runs.values()]
