@@ -181,3 +181,50 @@ def reliability_diagrams(bins: dict) -> Figure:
     fig.suptitle("reliability diagrams (test set, all seeds pooled)")
     fig.tight_layout()
     return fig
+
+
+def response_surface(df, knobs: Sequence[str], label: str, reference: str) -> Figure:
+    """A method's validation top-1 over two knobs against the reference's: left, the paired
+    Δ per point as a heat map (per-point interval below it; * where it excludes 0); right,
+    accuracy against the first knob, a line per value of the second, and the reference's
+    mean ± sd as a band. Values are placed in order, so choices (an explainer) work too."""
+    import numpy as np
+
+    xs, ys = list(dict.fromkeys(df[knobs[0]])), list(dict.fromkeys(df[knobs[1]]))
+    grid = np.full((len(ys), len(xs)), np.nan)
+    fig, (ax_map, ax_lines) = plt.subplots(1, 2, figsize=(12, 4.6))
+    limit = max(float(np.nanmax(np.abs(df["d_val_acc"]))), 0.5) if df["d_val_acc"].notna().any() \
+        else 1.0
+    for _, r in df.iterrows():
+        i, j = ys.index(r[knobs[1]]), xs.index(r[knobs[0]])
+        grid[i, j] = r["d_val_acc"]
+        text = f"{r['d_val_acc']:+.1f}"
+        if r["d_ci_low"] == r["d_ci_low"]:  # an interval (2+ paired seeds)
+            star = "*" if r["d_ci_low"] > 0 or r["d_ci_high"] < 0 else ""
+            text += f"{star}\n[{r['d_ci_low']:+.1f}, {r['d_ci_high']:+.1f}]"
+        ax_map.text(j, i, text, ha="center", va="center", fontsize=7)
+    image = ax_map.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower",
+                          aspect="auto")
+    ax_map.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax_map.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax_map.set(xlabel=knobs[0], ylabel=knobs[1],
+               title=f"Δ val top-1 vs {reference} (paired, points) [95% CI]")
+    fig.colorbar(image, ax=ax_map, label=f"{label} − {reference} (points)")
+    for y in ys:
+        rows = df[df[knobs[1]] == y]
+        ax_lines.errorbar([xs.index(v) for v in rows[knobs[0]]], rows["val_acc"],
+                          yerr=rows["val_acc_sd"], marker="o", capsize=3,
+                          label=f"{knobs[1]} {y}")
+    if "reference_val_acc" in df:
+        mean, sd = float(df["reference_val_acc"].iloc[0]), float(df["reference_val_acc_sd"].iloc[0])
+        ax_lines.axhline(mean, color="black", ls="--", label=f"{reference} mean")
+        if sd == sd:
+            ax_lines.axhspan(mean - sd, mean + sd, color="gray", alpha=0.25,
+                             label=f"{reference} ± sd (seeds)")
+    ax_lines.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax_lines.set(xlabel=knobs[0], ylabel="validation top-1 (%)",
+                 title=f"{label}: mean ± sd over seeds")
+    ax_lines.legend(fontsize=7)
+    fig.suptitle(f"Response surface of {label} (validation split)")
+    fig.tight_layout()
+    return fig

@@ -19,7 +19,8 @@ def entry() -> None:
     trials = [t for t in read_trials(TUNE_DIR)
               if not t["skipped"] and t["method"] in methods and math.isfinite(t["val_acc"])]
     best = select(trials)
-    write_tuned(best, methods, TUNED_FILE)
+    # the response surface reads its two methods' keys too ({} when not tuned: the defaults)
+    write_tuned(best, [*methods, params.surface.method, params.surface.reference], TUNED_FILE)
     for method, chosen in sorted(best.items()):
         print(f"[ilkd] tuned {method}: {chosen['overrides']} (val_acc {chosen['val_acc']:.2f})")
 

@@ -241,6 +241,34 @@ class TuneConfig(Section):
         return [*self.methods, *self.teacher_methods]
 
 
+Knob = float | int | str  # a surface value: a number, or a choice such as an explainer
+
+
+class SurfaceConfig(Section):
+    """A method's response surface (``pipeline/train/surface.py``): validation accuracy over
+    two keys of its section on a grid, every other key at its tuned recipe, beside the
+    reference method's tuned recipe on the same seeds (docs/claims.md)."""
+
+    enabled: bool = True
+    method: str = "introspective"
+    knobs: Annotated[list[str], Field(min_length=2, max_length=2),
+                     AfterValidator(_unique("knobs"))] = ["alpha", "gt_prob"]
+    x: Annotated[list[Knob], Field(min_length=1)] = [0.3, 0.7]  # values of knobs[0]
+    y: Annotated[list[Knob], Field(min_length=1)] = [0.8, 0.95]  # values of knobs[1]
+    # keys set at every point, e.g. target_mode: fixed_gt where the grid varies gt_prob
+    fixed: dict[str, Knob] = {"target_mode": "fixed_gt"}
+    seeds: Annotated[list[int], Field(min_length=1), AfterValidator(_unique("seeds"))] = [
+        100, 101]
+    reference: str = "ce"
+
+    @field_validator("x", "y")
+    @classmethod
+    def _distinct(cls, value: list[Knob]) -> list[Knob]:
+        if len({str(v) for v in value}) != len(value):
+            raise ValueError("values must be distinct (each names a stage instance)")
+        return value
+
+
 def _ascending(value: list[int]) -> list[int]:
     if value != sorted(set(value)):
         raise ValueError("looks must be increasing seed counts, e.g. [5, 10, 20]")
@@ -272,6 +300,7 @@ class SharedParams(Section):
     baselines: BaselinesConfig
     introspective_ablation: IntrospectiveAblationConfig = IntrospectiveAblationConfig()
     tune: TuneConfig
+    surface: SurfaceConfig = SurfaceConfig()
     claims: ClaimsConfig = ClaimsConfig()
 
     @model_validator(mode="after")
@@ -299,6 +328,37 @@ class SharedParams(Section):
         if self.tune.enabled and self.data.val_per_class == 0:
             raise ValueError("tune.enabled needs a validation split: set data.val_per_class > 0 "
                              "(or tune.enabled: false)")
+        return self
+
+    @model_validator(mode="after")
+    def _surface_fits_its_methods(self) -> SharedParams:
+        """The surface's instances depend on no teacher, and every key it sets is a valid
+        value of the method's section."""
+        s = self.surface
+        for role, method in (("method", s.method), ("reference", s.reference)):
+            if method not in REGISTRY:
+                raise ValueError(f"surface.{role}: unknown method '{method}' "
+                                 f"(known: {', '.join(REGISTRY)})")
+            if REGISTRY[method].teacher is not Teacher.NONE:
+                raise ValueError(f"surface.{role}: '{method}' distils the teacher; the surface "
+                                 "trains teacher-free methods only")
+        section = getattr(self, s.method)
+        fields = type(section).model_fields
+        settings = [(f"surface.{axis}", key, values)
+                    for axis, key, values in (("x", s.knobs[0], s.x), ("y", s.knobs[1], s.y))]
+        settings += [(f"surface.fixed.{k}", k, [v]) for k, v in s.fixed.items()]
+        for where, key, values in settings:
+            if key not in fields:
+                raise ValueError(f"{where}: {s.method} has no key '{key}' "
+                                 f"(its keys: {', '.join(fields)})")
+            if key in s.fixed and where != f"surface.fixed.{key}":
+                raise ValueError(f"surface.fixed.{key}: '{key}' is a knob of the grid")
+            for value in values:
+                try:
+                    type(section).model_validate({**section.model_dump(), key: value})
+                except ValidationError as exc:
+                    raise ValueError(f"{where}: {value!r} is not a value of {s.method}.{key} "
+                                     f"({exc.errors()[0]['msg']})") from None
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,8 @@ TABLES, FIGURES = RESULTS / "tables", RESULTS / "figures"  # aggregate's outputs
 TUNE_DIR = RESULTS / "tune"  # tune@<method>-<k> writes <method>/trial-<k>/ here:
 TUNE_RECORD = "trial.json"  # the trial's configuration and validation scores, and its runs
 TUNE_MODELS = MODELS / "tune"  # ... and the runs' models below <method>/trial-<k>/
+SURFACE_DIR = RESULTS / "surface"  # surface@<x>-<y> writes <x>-<y>/, surface_reference reference/:
+SURFACE_RECORD = "point.json"  # the point's settings and its runs' validation scores
 TEACHER_DIR = MODELS / "teacher"  # seed-<s>/model.pt: the teacher a student of seed s distils
 
 REPORTS = Path("reports")  # committed tables per profile (pipeline/tools/report.py)

@@ -19,7 +19,8 @@ class RunSpec:
     variant: str = "full"
     seed: int = 0
     group: str = ""  # tune: one folder per trial, holding a run per tuning seed; teacher:
-    # "shared" (a fixed split's one teacher) or "tuning" (a tuning seed's)
+    # "shared" (a fixed split's one teacher) or "tuning" (a tuning seed's); surface: a
+    # point of the grid (:func:`surface_point`) or "reference"
 
     @classmethod
     def of(cls, stage: str, name: str, seed: int) -> RunSpec:
@@ -58,3 +59,12 @@ class RunSpec:
         if not self.instance:
             return self.stage
         return f"{self.stage}@{self.group + '/' if self.group else ''}{self.instance}"
+
+
+SURFACE_REFERENCE = "reference"  # the surface's folder for its reference method's runs
+
+
+def surface_point(x: object, y: object) -> str:
+    """A surface point's folder and instance name, ``<x>-<y>``, as DVC names the matrix item
+    ``surface@<x>-<y>`` (``str`` of each value: ``0.5``, ``gradcam``)."""
+    return f"{x}-{y}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.config import Params
-from pipeline.core.runs import RunSpec
+from pipeline.core.runs import RunSpec, surface_point
 from pipeline.methods import REGISTRY
 
 METRICS = ("test_acc", "test_top5", "test_nll", "test_ece")
@@ -46,8 +46,8 @@ def instances(params: Params) -> list[Instance]:
 
     A seed's KD instances wait for that seed's teacher (``teacher@<seed>``), which waits
     for ``shared_teacher`` (a fixed split's one teacher; per_seed: each trains its own);
-    the tuned rows wait for ``tune_select``, which waits for every tuning instance; the rest
-    need only the prepared data.
+    the tuned rows and the response surface wait for ``tune_select``, which waits for every
+    tuning instance; the rest need only the prepared data.
     """
     from pipeline.train.teachers import tuning_needs_teacher
 
@@ -79,6 +79,11 @@ def instances(params: Params) -> list[Instance]:
                 for m in t.methods]
         out += [Instance(f"tuned_with_teacher@{m}-{seed}", "tuned", m, 1,
                          ("tune_select", f"teacher@{seed}")) for m in t.teacher_methods]
+    s = params.surface  # the grid's points start from the tuned recipes
+    runs = len(s.seeds) if s.enabled else 0
+    out += [Instance(f"surface@{surface_point(x, y)}", "surface", s.method, runs,
+                     ("tune_select",)) for x in s.x for y in s.y]
+    out.append(Instance("surface_reference", "surface", s.reference, runs, ("tune_select",)))
     return out
 
 

@@ -29,11 +29,12 @@ def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_tuned(best: dict[str, Any], methods: list[str], path: Path = TUNED_FILE) -> None:
-    """Every tuned method gets a key (``{}``: train with the defaults), as DVC needs it."""
+    """Every method in ``methods`` gets a key (``{}``: train with the defaults), as DVC needs
+    it for the stages that list ``params_tuned.yaml: [<method>]``."""
     from pipeline.core.io import atomic_write_text
 
     body: dict[str, Any] = {m: best[m]["overrides"] if m in best else {}
-                            for m in sorted(methods)}
+                            for m in sorted(set(methods))}
     body["selection"] = {m: {"trial": t["trial"], "val_acc": round(t["val_acc"], 4),
                              "val_nll": round(t["val_nll"], 5)} for m, t in sorted(best.items())}
     header = ("# Written by `dvc repro tune_select`: the configuration each method trains with\n"

@@ -16,14 +16,17 @@ from scipy import stats
 
 from pipeline.core.config import Params
 from pipeline.core.io import atomic_write_text, read_matrix
+from pipeline.core.paths import SURFACE_DIR
 from pipeline.core.runs import RunSpec
 from pipeline.figures import (
     accuracy_bars,
     accuracy_curves,
     reliability_diagrams,
+    response_surface,
     save_figure,
     similarity_heatmaps,
 )
+from pipeline.methods import REGISTRY
 from pipeline.results.aggregate import (
     histories,
     pooled_reliability,
@@ -34,6 +37,7 @@ from pipeline.results.aggregate import (
 from pipeline.results.claims import claim_rows, claims_markdown, look_alpha
 from pipeline.results.design import CE_ROW, default_row, tables
 from pipeline.results.render import similarity_markdown, to_markdown
+from pipeline.results.surface import surface_frame, surface_markdown
 
 TEACHER_FILE = "teacher.md"  # the teacher's accuracy beside the CE student's (one line)
 
@@ -87,6 +91,8 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
     atomic_write_text(all_md, all_tables_markdown(params, teacher, frames, claims, similarity))
     written += [tables_dir / TEACHER_FILE, all_md]
 
+    written += write_surface(params, results, tables_dir, figures_dir)
+
     candidates = [r for r in (CE_ROW, default_row("label_smoothing", params),
                               default_row("kd", params), default_row("introspective", params))
                   if r is not None]
@@ -112,3 +118,19 @@ def write_all(params: Params, results: Path, tables_dir: Path, figures_dir: Path
         save_figure(similarity_heatmaps(il_mean, teacher_similarity, classes, rho), path)
         written.append(path)
     return written
+
+
+def write_surface(params: Params, results: Path, tables_dir: Path,
+                  figures_dir: Path) -> list[Path]:
+    """The response surface's table (csv + md) and figure, when any point has run."""
+    df = surface_frame(params, results / SURFACE_DIR.name)
+    if df.empty:
+        return []
+    s = params.surface
+    csv, md, png = (tables_dir / "surface.csv", tables_dir / "surface.md",
+                    figures_dir / "surface.png")
+    atomic_write_text(csv, df.to_csv(index=False))
+    atomic_write_text(md, surface_markdown(params, df))
+    save_figure(response_surface(df, s.knobs, REGISTRY[s.method].label,
+                                 REGISTRY[s.reference].label), png)
+    return [csv, md, png]

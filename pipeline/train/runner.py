@@ -47,6 +47,7 @@ from pipeline.train.tune import tuned_params
 NOT_FINAL_METRICS = {"epoch", "lr", "epoch_time_s"}
 WALL_CLOCK = {"epoch_time_s"}  # logged to MLflow only (history.csv must not vary run to run)
 COSMETIC = {"runtime.progress"}  # knobs that change no result
+SEARCH_STAGES = ("tune", "surface")  # runs read on validation only: no logged model
 
 
 @dataclass
@@ -115,7 +116,7 @@ def changes_from_preset(s: Setup) -> dict[str, Any] | None:
     ``{"student.train.weight_decay": 0.0004, ...}``; None when the profile has no preset."""
     try:
         preset = load_preset(s.params.profile)
-        if s.spec.stage == "tuned":
+        if s.spec.stage in ("tuned", "surface"):  # a surface point: what differs from it
             preset = tuned_params(preset, s.spec.method)
     except (ConfigError, OSError):
         return None
@@ -150,7 +151,7 @@ def code_fingerprint(spec: RunSpec) -> str:
     DVC reruns a stage when its code changes; without this the rerun would find its finished
     checkpoint (same params) and report the old code's model instead of retraining.
     """
-    script = "stages.tune" if spec.stage == "tune" else "stages.train"
+    script = {"tune": "stages.tune", "surface": "stages.surface"}.get(spec.stage, "stages.train")
     return code.code_fingerprint(code.instance_code(script, spec.method))
 
 
@@ -209,7 +210,7 @@ def _describe_run(tracker: Tracker, s: Setup, world: int) -> None:
     if s.teacher_run:  # the exact teacher this run distils: its run and registered version
         tracker.set_tags({"teacher_run_id": s.teacher_run, "teacher_model_version":
                           tracker.model_version(teacher_model_name(s.params), s.teacher_run)})
-    if spec.stage != "tune":  # the reported runs' models, browsable on the Models page
+    if spec.stage not in SEARCH_STAGES:  # the reported runs' models, on the Models page
         tracker.open_models(list(s.method.evaluated()), spec.run_name,
                             (s.resume or {}).get("extra", {}).get("model_ids"))
     if s.resume is not None:
@@ -236,7 +237,8 @@ def describe(spec: RunSpec) -> str:
              "kd_ablation": "T1" + (" and T3's KD row" if spec.variant == "full" else ""),
              "introspective": "T4" + (" and IL's rows in T2/T3" if spec.variant == "full" else ""),
              "tuned": "tuned recipe (T2/T3 '(tuned)' row)",
-             "tune": f"tuning {spec.group.split('/')[-1]} (validation split only)"}[spec.stage]
+             "tune": f"tuning {spec.group.split('/')[-1]} (validation split only)",
+             "surface": f"response surface, {spec.group} (validation split only)"}[spec.stage]
     return f"{what}: {feeds}, seed {spec.seed}"
 
 

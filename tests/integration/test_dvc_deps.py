@@ -131,5 +131,6 @@ def test_plain_dvc_repro_reaches_every_part_and_runs_it_in_the_repo_root():
         assert {s.name for s in spine} == {"prepare", "shared_teacher", "tune_select", "aggregate"}
         assert {s.name for s in set(graph.nodes) - reached} == set()
         parts = {Path(s.path).parent.name for s in graph.nodes if s not in spine}
-        assert parts == {"teacher", "baselines", "kd_ablation", "introspective", "tune", "tuned"}
+        assert parts == {"teacher", "baselines", "kd_ablation", "introspective", "tune", "tuned",
+                         "surface"}
         assert all(Path(s.wdir) == REPO for s in graph.nodes)

@@ -28,11 +28,12 @@ def trials(stage: str) -> set[str]:
     return {f"{stage}-0", f"{stage}-1"}
 
 
+SURFACE = {"surface@0.3-0.9", "surface@0.7-0.9", "surface_reference"}  # IL's alpha x gt_prob
 STUDENT_STAGES = {
     "baselines@ce-0", "baselines@label_smoothing-0", "kd_ablation@full-0",
     "kd_ablation@shuffled_non_gt-0", "introspective@full-0", *trials("tune@ce"),
     *trials("tune@introspective"), *trials("tune_with_teacher@kd"), "tuned@ce-0",
-    "tuned@introspective-0", "tuned_with_teacher@kd-0"}
+    "tuned@introspective-0", "tuned_with_teacher@kd-0", *SURFACE}
 # a fixed split: shared_teacher trains, each seed's instance (tuning seed 100's too) copies it
 TEACHERS = {"shared_teacher", "teacher@0", "tuning_teacher@100"}
 SHARED_RUN = "teacher@shared/seed-0"
@@ -45,6 +46,7 @@ def tiny_dag_raw(base_raw: dict) -> dict:
     raw["introspective_ablation"]["variants"] = ["full"]
     raw["tune"].update(methods=["ce", "introspective"], teacher_methods=["kd"], trials=[0, 1],
                        seeds=[100])
+    raw["surface"].update(x=[0.3, 0.7], y=[0.9], seeds=[100])
     return raw
 
 
@@ -121,7 +123,8 @@ def test_the_design_declares_the_instances_and_edges_dvc_runs(project):
 
 def test_mlflow_has_one_finished_run_per_training(project):
     root, _ = project
-    runs = [r for r in _runs(root) if r.data.tags.get("stage") not in ("aggregate", "tune")
+    runs = [r for r in _runs(root) if r.data.tags.get("stage") not in ("aggregate", "tune",
+                                                                        "surface")
             and r.data.tags.get("ilkd_role") != "parent"]
     assert sorted(r.info.run_name for r in runs) == [
         "baselines@ce-0", "baselines@label_smoothing-0", "introspective@full-0",
@@ -218,6 +221,37 @@ def test_tuned_runs_train_with_the_selected_configuration(project):
     assert float(logged["kd.alpha"]) == best["overrides"]["kd"]["alpha"]
 
 
+def test_the_response_surface_varies_only_its_knobs(project):
+    """Each point is IL at its tuned recipe with the two knobs and surface.fixed set; the
+    table's Δ is the point's validation accuracy minus the reference's on the same seed."""
+    root, _ = project
+    tuned = yaml.safe_load((root / "params_tuned.yaml").read_text())
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    reference = json.loads((root / "results/surface/reference/point.json").read_text())
+    assert reference["method"] == "ce" and reference["seeds"] == [100]
+    rows = []
+    for alpha in (0.3, 0.7):
+        point = json.loads((root / f"results/surface/{alpha}-0.9/point.json").read_text())
+        assert point["knobs"] == {"alpha": alpha, "gt_prob": 0.9}
+        run_file = root / f"results/surface/{alpha}-0.9/introspective-100/mlflow_run.json"
+        logged = client.get_run(json.loads(run_file.read_text())["run_id"]).data.params
+        assert float(logged["introspective.alpha"]) == alpha
+        assert float(logged["introspective.gt_prob"]) == 0.9
+        assert logged["introspective.target_mode"] == "fixed_gt"
+        lr = tuned["introspective"].get("train", {}).get("lr")
+        if lr is not None:  # the rest of the recipe is the tuned one
+            assert float(logged["train.lr"]) == lr
+        rows.append((alpha, point["val_acc"][0] - reference["val_acc"][0]))
+    table = (root / "results/tables/surface.csv").read_text().splitlines()
+    header = table[0].split(",")
+    for line, (alpha, delta) in zip(table[1:], rows, strict=True):
+        cells = dict(zip(header, line.split(","), strict=True))
+        assert float(cells["alpha"]) == alpha
+        assert abs(float(cells["d_val_acc"]) - delta) < 1e-9
+    assert (root / "results/figures/surface.png").stat().st_size > 5000
+    assert "Response surface" in (root / "results/tables/surface.md").read_text()
+
+
 def test_aggregate_tables_figures_and_similarity(project):
     root, _ = project
     t1 = (root / "results/tables/T1_kd_components.md").read_text()
@@ -265,7 +299,7 @@ def _set(raw: dict, dotted: str, value) -> None:
 PARAM_EDITS = [
     # (key, new value, stage instances `dvc status` must report)
     ("introspective.tau", 0.05, {"introspective@full-0", *trials("tune@introspective"),
-                                 "tuned@introspective-0"}),
+                                 "tuned@introspective-0", *SURFACE - {"surface_reference"}}),
     ("kd.T", 2.0, {"kd_ablation@full-0", "kd_ablation@shuffled_non_gt-0",
                    *trials("tune_with_teacher@kd"), "tuned_with_teacher@kd-0"}),
     ("label_smoothing.epsilon", 0.2, {"baselines@label_smoothing-0"}),
@@ -276,6 +310,11 @@ PARAM_EDITS = [
     ("teacher.train.lr", 0.02, TEACHERS),
     ("introspective_ablation.variants", ["full", "uniform_non_gt"], {"introspective@uniform_non_gt-0",
                                                             "aggregate"}),
+    # a new grid value trains only its new points; the seeds are every point's and the band's
+    ("surface.x", [0.3, 0.7, 0.9], {"surface@0.9-0.9", "aggregate"}),
+    ("surface.seeds", [100, 101], SURFACE | {"aggregate"}),
+    ("surface.fixed", {"target_mode": "fixed_gt", "T": 2.0}, SURFACE - {"surface_reference"}
+     | {"aggregate"}),
 ]
 
 

@@ -100,9 +100,11 @@ def test_plan_counts_every_training_run():
     runs = {stage: sum(r for s, _, r, _ in rows if s == stage) for stage, *_ in rows}
     seeds = len(params.seeds)
     # 8 teacher-free baselines: KD from a teacher is kd_ablation@full, counted once;
-    # tuning: 10 methods x 3 trials x 1 tuning seed
+    # tuning: 10 methods x 3 trials x 1 tuning seed; the surface: 2 x 2 points and its
+    # reference, 2 seeds each
     assert runs == {"teacher": 1, "baselines": 8 * seeds, "kd_ablation": 5 * seeds,
-                    "introspective": 3 * seeds, "tune": 10 * 3 * 1, "tuned": 10 * seeds}
+                    "introspective": 3 * seeds, "tune": 10 * 3 * 1, "tuned": 10 * seeds,
+                    "surface": (2 * 2 + 1) * 2}
     n, classes, shape = dataset_shape(params)
     assert (n, classes, shape) == (1347 - 10 * 10, 10, (1, 8, 8))
     # the decided run: 4 baselines, 3 + 3 variants, no tuning but tuned@ce (at the defaults),
