@@ -202,7 +202,9 @@ def response_surface(df, knobs: Sequence[str], label: str, reference: str) -> Fi
         if r["d_ci_low"] == r["d_ci_low"]:  # an interval (2+ paired seeds)
             star = "*" if r["d_ci_low"] > 0 or r["d_ci_high"] < 0 else ""
             text += f"{star}\n[{r['d_ci_low']:+.1f}, {r['d_ci_high']:+.1f}]"
-        ax_map.text(j, i, text, ha="center", va="center", fontsize=7)
+        dark = abs(r["d_val_acc"]) > 0.6 * limit  # white text on the strong colours
+        ax_map.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
     image = ax_map.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower",
                           aspect="auto")
     ax_map.set_xticks(range(len(xs)), [str(v) for v in xs])
@@ -210,9 +212,10 @@ def response_surface(df, knobs: Sequence[str], label: str, reference: str) -> Fi
     ax_map.set(xlabel=knobs[0], ylabel=knobs[1],
                title=f"Δ val top-1 vs {reference} (paired, points) [95% CI]")
     fig.colorbar(image, ax=ax_map, label=f"{label} − {reference} (points)")
-    for y in ys:
+    for k, y in enumerate(ys):
         rows = df[df[knobs[1]] == y]
-        ax_lines.errorbar([xs.index(v) for v in rows[knobs[0]]], rows["val_acc"],
+        shift = 0.06 * (k - (len(ys) - 1) / 2)  # side by side, so the error bars stay apart
+        ax_lines.errorbar([xs.index(v) + shift for v in rows[knobs[0]]], rows["val_acc"],
                           yerr=rows["val_acc_sd"], marker="o", capsize=3,
                           label=f"{knobs[1]} {y}")
     if "reference_val_acc" in df:

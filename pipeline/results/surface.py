@@ -96,6 +96,6 @@ def surface_markdown(params: Params, df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         ci = "" if np.isnan(r["d_ci_low"]) else f"[{r['d_ci_low']:+.2f}, {r['d_ci_high']:+.2f}]"
         delta = "" if np.isnan(r["d_val_acc"]) else f"{r['d_val_acc']:+.2f}"
-        lines.append(f"| {r[s.knobs[0]]} | {r[s.knobs[1]]} | {r['seeds']} | "
+        lines.append(f"| {r[s.knobs[0]]} | {r[s.knobs[1]]} | {int(r['seeds'])} | "
                      f"{r['val_acc']:.2f} ± {r['val_acc_sd']:.2f} | {delta} | {ci} |")
     return "\n".join(lines) + "\n"

@@ -29,7 +29,8 @@ CLAIMS = ("cifar10-decide", "<!-- claims:start -->", "<!-- claims:end -->")
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),
-           ("similarity_il_vs_teacher.png", "IL's class similarity vs the teacher's"))
+           ("similarity_il_vs_teacher.png", "IL's class similarity vs the teacher's"),
+           ("surface.png", "IL's response surface"))
 
 
 def splice(readme: str, block: str, start: str = START, end: str = END) -> str:
@@ -72,7 +73,8 @@ def block(folder: Path, link: str = "") -> str:
     if figures:
         lines += [" ".join(f"![{title}]({link}{folder}/figures/{name})"
                            for name, title in figures), ""]
-    return "\n".join(lines) + text
+    surface = folder / "tables" / "surface.md"  # the response surface, where one was run
+    return "\n".join(lines) + text + ("\n" + surface.read_text() if surface.is_file() else "")
 
 
 def claims_table(folder: Path) -> str:

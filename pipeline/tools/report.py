@@ -101,7 +101,8 @@ def save(params: Path = PARAMS, reports: Path = REPORTS) -> Path:
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "tables").mkdir(parents=True)
-    for path in sorted([*TABLES.glob("*.csv"), *TABLES.glob(TEACHER_FILE)]):
+    for path in sorted([*TABLES.glob("*.csv"), *TABLES.glob(TEACHER_FILE),
+                        *TABLES.glob("surface.md")]):
         shutil.copy2(path, staging / "tables" / path.name)  # what `decide --write` re-renders
     shutil.copy2(TABLES / "all_tables.md", staging / "all_tables.md")
     if FIGURES.is_dir():
