@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install lock repro queue readme verify decide test test-fast lint ui ui-shot bench preset estimate
+.PHONY: install lock repro queue readme verify decide ladder test test-fast lint ui ui-shot bench preset estimate
 
 # every package at the version requirements.lock pins (the environment the committed
 # results came from), then this project itself
@@ -52,6 +52,11 @@ verify: repro
 # each claim's verdict, MDE and seeds to decide, and the next look of the plan (claims.looks)
 decide: repro
 	$(PY) -m pipeline.tools.decide
+
+# the regime ladder's figure and verdict table from the rungs' committed reports
+# (reports/ladder-100, reports/cifar10-decide, reports/ladder-1000; docs/results.md)
+ladder: install
+	$(PY) -m pipeline.tools.ladder
 
 bench: install
 	$(PY) benchmarks/il_overhead.py
