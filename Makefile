@@ -26,7 +26,7 @@ lock: install
 	    --extra test --extra server --extra cluster -o requirements.lock pyproject.toml requirements.in
 
 # make repro J=2: N workers over DVC's graph (pipeline/tools/parallel.py); J=1 is plain
-# `dvc repro`. Either way stage processes start warm (pipeline/tools/warm.py).
+# `dvc repro`. Either way stage processes start warm (pipeline/orchestrate/warm.py).
 # TARGETS="baselines@ce-0 aggregate": only those stages and what they need (bare names)
 J ?= 1
 TARGETS ?=
@@ -36,7 +36,7 @@ repro: install
 # DVC's experiment queue with N workers (after `dvc exp run --queue ...`); the local MLflow
 # store is created first, as two first-time schema migrations at once would collide
 queue: install
-	$(PY) -c "from pipeline.tools.parallel import prepare_tracking_store as p; p()"
+	$(PY) -c "from pipeline.orchestrate.runner import prepare_tracking_store as p; p()"
 	dvc queue start -j $(J)
 
 # commit this profile's tables (reports/<profile>/) and splice them into docs/results.md

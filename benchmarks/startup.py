@@ -5,7 +5,7 @@
 * import time of what every training stage imports (``python -X importtime``);
 * a training stage whose checkpoint is already final: the whole process minus training
   (load data, open the MLflow run, write and log every output, logged model, parent run),
-  started cold (a fresh ``python``) and warm (handed to ``pipeline/tools/warm.py``'s server,
+  started cold (a fresh ``python``) and warm (handed to ``pipeline/orchestrate/warm.py``'s server,
   as ``make repro`` does);
 * `dvc repro` when everything is up to date.
 
@@ -54,7 +54,7 @@ def main() -> None:
     stage = [sys.executable, "-m", "stages.train", *args.stage.split()]
     values = [timed(stage) for _ in range(args.repeat)]
     print(f"| `{' '.join(stage[1:])}`, nothing left to train, cold | {summary(values)} |")
-    from pipeline.tools.warm import warm_server
+    from pipeline.orchestrate.warm import warm_server
 
     with warm_server() as env:
         timed(stage, env)  # the first call also waits for the server's imports

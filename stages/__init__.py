@@ -1,13 +1,10 @@
 """Thin DVC entry points: parse the command line and params, call ``pipeline``.
 
-Under ``make repro`` a stage command is handed to a warm process that already imported
-torch and MLflow (``pipeline/tools/warm.py``); elsewhere this returns and the stage runs here.
-A stage that DVC starts while the runner is stopping (Ctrl-C) exits at once
-(``pipeline/tools/guard.py``).
+Before any stage runs, the process machinery's one hook (``pipeline/orchestrate``): a
+stopping run starts no new stage, and under ``make repro`` the command runs in a warm
+process that already imported torch and MLflow.
 """
 
-from pipeline.tools.guard import refuse_if_stopping
-from pipeline.tools.warm import delegate
+from pipeline.orchestrate import stage_start
 
-refuse_if_stopping()
-delegate()
+stage_start()

@@ -25,9 +25,9 @@ from pipeline.core.config import Params, load_params
 from pipeline.core.models import build_model
 from pipeline.methods import build_method
 from pipeline.methods.base import Method
+from pipeline.orchestrate.schedule import Task, critical_path, makespan
 from pipeline.results.design import Instance, instances
 from pipeline.tools.parallel import positive
-from pipeline.tools.schedule import Task, critical_path, makespan
 from pipeline.train.device import PLAIN
 from pipeline.train.engine import (
     Accel,

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.tools.parallel import label
+from pipeline.orchestrate.plan import label
 
 from ..helpers import REPO, dvc, make_dvc_project, seed_runs, sh, tiny_raw
 

@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.core.prepared import load_prepared
-from pipeline.tools.parallel import label
+from pipeline.orchestrate.plan import label
 
 from ..helpers import dvc, make_dvc_project, seed_runs, sh, tiny_raw
 

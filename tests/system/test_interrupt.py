@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from pipeline.core.errors import ConfigError
-from pipeline.tools.guard import STOP_ENV
-from pipeline.tools.parallel import LockKeeper, RunnerLock
+from pipeline.orchestrate.guard import STOP_ENV
+from pipeline.orchestrate.records import LockKeeper, RunnerLock
 
 from ..helpers import REPO, clean_env, dvc, make_dvc_project
 
@@ -54,7 +54,7 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:
 
 
 def _guarded(tmp_path: Path, lock: Path, stage_seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.tools.guard", "--", sys.executable,
+    return subprocess.Popen([sys.executable, "-m", "pipeline.orchestrate.guard", "--", sys.executable,
                              str(_fake(tmp_path)), str(lock), str(stage_seconds)],
                             cwd=REPO, env=clean_env(), start_new_session=True)
 
@@ -98,7 +98,7 @@ def test_the_guard_stops_the_stage_command_not_dvc(tmp_path):
 
 def test_a_stage_started_while_the_run_stops_does_not_start(tmp_path):
     stop = tmp_path / "stop"
-    code = "from pipeline.tools.guard import refuse_if_stopping as r; r(); print('ran')"
+    code = "from pipeline.orchestrate.guard import refuse_if_stopping as r; r(); print('ran')"
     run = lambda: subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,  # noqa: E731
                                  text=True, env=clean_env(**{STOP_ENV: str(stop)}))
     assert run().stdout == "ran\n"
@@ -114,7 +114,7 @@ def test_killing_the_runner_with_sigkill_stops_what_it_started(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from pipeline.tools.parallel import guarded
+            from pipeline.orchestrate.jobs import guarded
             guard = guarded([sys.executable, {str(_fake(tmp_path))!r}, {str(lock)!r}, "60"], None)
             print(guard.pid, flush=True)
             time.sleep(120)
@@ -287,7 +287,7 @@ def test_an_untested_dvc_falls_back_to_plain_dvc_repro(tmp_path, monkeypatch, ca
     so in one line and runs DVC's own `dvc repro` (which still records every stage)."""
     import importlib.metadata
 
-    from pipeline.tools import parallel
+    from pipeline.orchestrate import plan, runner
 
     root = tmp_path / "toy"
     root.mkdir()
@@ -298,11 +298,11 @@ def test_an_untested_dvc_falls_back_to_plain_dvc_repro(tmp_path, monkeypatch, ca
     monkeypatch.setattr(importlib.metadata, "version",
                         lambda name: "9.1.0" if name == "dvc" else real(name))
     monkeypatch.chdir(root)
-    assert parallel.untested_dvc() == "9.1.0"
-    assert parallel.run([], 2, []) == 0
+    assert plan.untested_dvc() == "9.1.0"
+    assert runner.run([], 2, []) == 0
     assert "DVC 9.1.0 is not a version this runner was tested with" in capsys.readouterr().err
     assert (root / "out").read_text() == "hi\n" and (root / "dvc.lock").is_file()
     with pytest.raises(ConfigError, match="DVC 9.1.0"):
-        parallel.run([], 1, [], dry=True)
+        runner.run([], 1, [], dry=True)
     monkeypatch.setattr(importlib.metadata, "version", real)
-    assert parallel.untested_dvc() is None  # the installed one is tested
+    assert plan.untested_dvc() is None  # the installed one is tested

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.tools.parallel import Plan, failed_in, label, split_log, worker_env
+from pipeline.orchestrate.jobs import failed_in, split_log, worker_env
+from pipeline.orchestrate.plan import Plan, label
 from pipeline.tools.report import lock_files, lock_stages, metric_md5s
 
 from ..helpers import REPO, dvc, make_dvc_project, sh, small_dag
@@ -114,7 +115,7 @@ def test_gating_stages_go_first_and_alone_training_instances_in_shrinking_batche
 
 
 def test_a_batch_log_is_split_per_stage_and_failures_are_read_off_dvc(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.tools.parallel.LOG_DIR", tmp_path)
+    monkeypatch.setattr("pipeline.orchestrate.jobs.LOG_DIR", tmp_path)
     a, b, c = (f"dag/x/dvc.yaml:x@{i}" for i in "abc")
     # the shape of `dvc repro -k -s a b c` output when b fails (DVC 3.67, checked on a toy repo)
     text = (f"Running stage '{a}':\n> cmd a\nUpdating lock file 'dag/x/dvc.lock'\n\n"

@@ -1,4 +1,4 @@
-"""The warm start (pipeline/tools/warm.py): a stage handed to the warm server behaves as the
+"""The warm start (pipeline/orchestrate/warm.py): a stage handed to the warm server behaves as the
 same command in a fresh process — output, exit status, signals, environment, results."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools.warm import ENV, warm_server
+from pipeline.orchestrate.warm import ENV, warm_server
 
 from ..helpers import REPO, clean_env, make_dvc_project, sh, tiny_raw
 
@@ -164,7 +164,7 @@ def test_the_server_stops_when_whoever_started_it_dies(tmp_path):
     path = tmp_path / "socket"
     starter = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time; "
-        f"p = subprocess.Popen([sys.executable, '-m', 'pipeline.tools.warm', 'serve', "
+        f"p = subprocess.Popen([sys.executable, '-m', 'pipeline.orchestrate.warm', 'serve', "
         f"'{path}']); print(p.pid, flush=True); time.sleep(60)")],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     server_pid = int(starter.stdout.readline())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.tools.schedule import Task, critical_path, makespan
+from pipeline.orchestrate.schedule import Task, critical_path, makespan
 
 
 def test_independent_tasks_fill_the_workers():

@@ -7,7 +7,7 @@ part are gone. A terminal's Ctrl-C reaches every process of its foreground group
 with several DVC processes running (``make repro J=2``) one of them is, sooner or later,
 caught writing.
 
-So the runner (``pipeline/tools/parallel.py``) starts each DVC process through this guard,
+So the runner (``pipeline/orchestrate/runner.py``) starts each DVC process through this guard,
 in a session of its own that no terminal signal reaches. The guard relays a signal it gets
 (SIGINT, SIGTERM, SIGHUP; from the runner, or because the runner died: the parent-death
 signal) to DVC's *children*, the stage commands: a training stage checkpoints and exits
@@ -17,7 +17,7 @@ sees the stop file (:func:`refuse_if_stopping`, called by ``stages/__init__.py``
 at once. A second signal is relayed too (a training stage then stops without finishing its
 step); after ``KILL_AFTER`` seconds the stage commands are killed. DVC is never signalled.
 
-    python -m pipeline.tools.guard -- python -m dvc repro ...
+    python -m pipeline.orchestrate.guard -- python -m dvc repro ...
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.orchestrate.signals import EXIT_FOR, SIGNALS
+
 STOP_ENV = "ILKD_STOP_FILE"
 KILL_AFTER = 120.0  # seconds after the first signal: the stage commands are killed
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-EXIT_FOR = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 def refuse_if_stopping() -> None:
@@ -42,17 +42,6 @@ def refuse_if_stopping() -> None:
     if path and os.path.exists(path):
         print("[ilkd] the run is stopping: this stage does not start", file=sys.stderr)
         sys.exit(130)
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """In a child before exec (``preexec_fn``): get ``sig`` when the parent dies (Linux),
-    also when it is killed with SIGKILL and cannot stop its children itself."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
 
 
 def _children(pid: int) -> list:
@@ -115,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        sys.exit("usage: python -m pipeline.tools.guard -- COMMAND [ARGS...]")
+        sys.exit("usage: python -m pipeline.orchestrate.guard -- COMMAND [ARGS...]")
     sys.exit(guard(args))
 
 

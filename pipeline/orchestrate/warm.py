@@ -23,7 +23,7 @@ What stays honest:
 * A signal to the stage's process (Ctrl-C, DVC stopping) is forwarded to the child, so
   it checkpoints and exits as it would cold; if the caller dies, the child is stopped. If
   the runner that started the server dies, the server takes no new stage and exits when
-  the running ones end: each is stopped through its caller (``pipeline/tools/guard.py``),
+  the running ones end: each is stopped through its caller (``pipeline/orchestrate/guard.py``),
   once, so that it can checkpoint and record its MLflow run as KILLED.
 
 This module is deliberately not a dependency of any stage: it decides where a stage's
@@ -324,7 +324,7 @@ class WarmServer:
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="ilkd-warm-")  # short: socket paths max ~100
         self.path = str(Path(self.folder) / "socket")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.tools.warm", "serve",
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.orchestrate.warm", "serve",
                                       self.path], start_new_session=True)  # Ctrl-C reaches
         # stages through their callers
 
