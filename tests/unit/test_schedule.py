@@ -49,11 +49,16 @@ def test_the_estimate_orders_the_dag(base_raw):
     tasks = dag_tasks(params, lambda role, method: measured[(role, method)])
     by_name = {t.name: t for t in tasks}
     # as many training tasks as plan() counts runs (a tune instance holds a run per
-    # tuning seed), plus the teacher instances that copy the fixed split's shared one
+    # tuning seed, a surface instance one per surface seed), plus the teacher instances
+    # that copy the fixed split's shared one
     stages = [t for t in tasks if t.name != "tune_select"]
     copies = len(params.seeds) + len(params.tune.seeds)
-    assert len(stages) == sum(r for s, _, r, _ in plan(params) if s != "tune") + len(
-        params.tune.all_methods) * len(params.tune.trials) + copies
+    surface = params.surface
+    assert len(stages) == sum(r for s, _, r, _ in plan(params) if s not in ("tune", "surface")
+                              ) + len(params.tune.all_methods) * len(params.tune.trials) + (
+        len(surface.x) * len(surface.y) + 1) + copies
+    assert by_name["surface@0.3-0.8"].after == ("tune_select",)
+    assert by_name["surface@0.3-0.8"].seconds == len(surface.seeds) * params.student.train.epochs
     assert by_name["shared_teacher"].seconds == 10.0 * params.teacher.train.epochs
     assert by_name["teacher@0"].seconds == 0 and by_name["teacher@0"].after == (
         "shared_teacher",)
