@@ -7,7 +7,8 @@ instance depends on it (editing it retrains nothing).
 * :mod:`.records` — the lock files: one runner per repository, and a cut lock file put back;
 * :mod:`.signals` — stopping cleanly: which signals stop a run, their exit codes, relaying;
 * :mod:`.guard` — the process between the runner and DVC that no terminal signal reaches;
-* :mod:`.warm` — the warm process that starts stage commands with torch already imported;
+* :mod:`.warm` — warm starts: a stage command handed to a process that already imported
+  torch and MLflow (:mod:`.forkserver`, which forks a child per stage);
 * :mod:`.schedule` — the same scheduling simulated on estimated times (``make estimate``).
 
 The command is ``python -m pipeline.tools.parallel`` (``make repro J=N``).
