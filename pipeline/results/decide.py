@@ -88,8 +88,8 @@ def decide_summary(n: int, mean: float, sd: float, margin: float,
     low = high = eq_low = eq_high = p_diff = p_equiv = nan
     if n > 1:
         se = sd / math.sqrt(n)
-        low, high = _interval(mean, se, n, 1 - alpha)
-        eq_low, eq_high = _interval(mean, se, n, 1 - 2 * alpha)
+        low, high = t_interval(mean, se, n, 1 - alpha)
+        eq_low, eq_high = t_interval(mean, se, n, 1 - 2 * alpha)
         p_diff, p_equiv = _p_values(mean, se, n, margin)
     outcome = "undecided"
     if n >= MIN_PAIRS:
@@ -106,7 +106,7 @@ def decide_summary(n: int, mean: float, sd: float, margin: float,
                     n_diff, n_equiv, margin, alpha)
 
 
-def _interval(mean: float, se: float, n: int, level: float) -> tuple[float, float]:
+def t_interval(mean: float, se: float, n: int, level: float) -> tuple[float, float]:
     """The two-sided t-interval (what scipy's ``ttest_1samp(...).confidence_interval``
     gives from the raw differences; tests/unit/test_decide.py checks they agree)."""
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se

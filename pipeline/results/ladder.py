@@ -37,8 +37,8 @@ def rung_rows(report: Path) -> pd.DataFrame:
     ce = rows[(rows["stage"] == "baselines") & (rows["name"] == "ce")]
     if ce.empty:
         raise ValueError(f"{report}: no CE row, so no position on the ladder")
-    core = rows.set_index(["stage", "name"]).reindex(
-        [key for key in CORE if key in set(zip(rows["stage"], rows["name"], strict=True))])
+    present = set(zip(rows["stage"], rows["name"], strict=True))
+    core = rows.set_index(["stage", "name"]).reindex([key for key in CORE if key in present])
     out = core.reset_index()[["stage", "name", "method", "seeds", "d_acc_vs_ce",
                               "d_acc_ci_low", "d_acc_ci_high", "verdict"]]
     out.insert(0, "rung", report.name)

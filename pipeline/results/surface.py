@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from pipeline.core.config import Params
 from pipeline.core.paths import SURFACE_RECORD
 from pipeline.core.runs import SURFACE_REFERENCE, surface_point
 from pipeline.methods import REGISTRY
+from pipeline.results.decide import t_interval
 
 LEVEL = 0.95  # each point's interval (descriptive: no multiplicity correction)
 
@@ -35,8 +35,7 @@ def _record(folder: Path) -> dict | None:
 def _interval(d: np.ndarray) -> tuple[float, float]:
     if len(d) < 2:
         return float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + LEVEL / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return float(d.mean() - half), float(d.mean() + half)
+    return t_interval(float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))), len(d), LEVEL)
 
 
 def surface_frame(params: Params, folder: Path) -> pd.DataFrame:
