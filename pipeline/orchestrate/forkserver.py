@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline.orchestrate.warm import HEADER, SIGNAL_CODES
+from pipeline.orchestrate.protocol import HEADER, SIGNAL_CODES
 
 # what a training, tuning or aggregation stage imports from outside the project (measured
 # with sys.modules before/after a run); a missing optional one is skipped. Not torchvision:

@@ -40,7 +40,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,11 +48,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.orchestrate.protocol import HEADER
+
 ENV = "ILKD_WARM_SOCKET"
-# the protocol with the server: a length-prefixed JSON request (with the caller's stdin,
-# stdout and stderr as passed descriptors), one byte per relayed signal, the exit status
-HEADER = struct.Struct("!I")
-SIGNAL_CODES = {b"I": signal.SIGINT, b"T": signal.SIGTERM}
 
 
 # ---- client side: runs in `python -m stages.X` before anything heavy is imported
