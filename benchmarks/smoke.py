@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.config import Params, TrainConfig
+from pipeline.core.config import Params
 from pipeline.core.models import build_model
+from pipeline.core.sections import TrainConfig
 from pipeline.methods import REGISTRY, Teacher, build_method
 from pipeline.tools.presets import load_preset
 from pipeline.train import engine

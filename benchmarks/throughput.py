@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.config import RuntimeConfig, TrainConfig
 from pipeline.core.models import build_model
 from pipeline.core.prepared import Prepared
+from pipeline.core.sections import RuntimeConfig, TrainConfig
 from pipeline.methods.ce import CE
 from pipeline.methods.cs_kd import CSKD
 from pipeline.methods.dml import DML

@@ -14,7 +14,8 @@ from pipeline.core.config import load_params
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import FIGURES, PREPARED_DIR, RESULTS, TABLES
 from pipeline.core.prepared import load_prepared
-from pipeline.core.tracking import RUN_FILE, Tracker, experiment_name
+from pipeline.core.store import RUN_FILE, experiment_name
+from pipeline.core.tracking import Tracker
 from pipeline.results.write import write_all
 
 

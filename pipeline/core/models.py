@@ -20,7 +20,7 @@ from pipeline.core.archs import NAMES, RESNET_DEPTHS, VGG_DEPTHS, WRN, check_arc
 from pipeline.core.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    from pipeline.core.config import ModelConfig
+    from pipeline.core.sections import ModelConfig
 
 
 

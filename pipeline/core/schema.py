@@ -1,8 +1,8 @@
 """What a params section is: a strict pydantic model, and the value types sections share.
 
-Shared by ``pipeline/core/config.py`` (the shared sections and the assembled ``Params``) and
-every method's registry entry (``pipeline/methods/registry/<name>.py``), which declares
-the method's own section.
+Shared by ``pipeline/core/sections.py`` (the sections every method shares) and every
+method's registry entry (``pipeline/methods/registry/<name>.py``), which declares the
+method's own section; ``pipeline/core/config.py`` assembles them into ``Params``.
 """
 
 from __future__ import annotations

@@ -1,115 +1,27 @@
 """MLflow logging for every stage run (params, per-epoch metrics, tags, artifacts).
 
-DVC outputs are the source of truth; MLflow is the browsable log. The tracking
-URI is ``MLFLOW_TRACKING_URI`` when set, else an *absolute*
-``sqlite:///<repo root>/mlflow.db`` (a relative one inside a queued DVC
-experiment would write into a temp folder that DVC deletes). Artifacts of the
-SQLite store go to ``<repo root>/mlartifacts`` for the same reason.
+DVC outputs are the source of truth; MLflow is the browsable log. Where it logs to is
+:mod:`pipeline.core.store`; the parent runs over seeds are :mod:`pipeline.core.parents`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from pipeline.core.errors import TrackingError
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-RUN_FILE = "mlflow_run.json"
-
-
-def experiment_name(profile: str, dataset: str) -> str:
-    """The MLflow experiment every run of a profile logs to: ``ilkd-quick-digits``."""
-    return f"ilkd-{profile}-{dataset}"
-
-
-def teacher_model_name(profile: str) -> str:
-    """The Model Registry entry of a profile's teachers: a new version per retraining."""
-    return f"ilkd-{profile}-teacher"
-
-
-def recorded_run_id(results: Path) -> str | None:
-    """The MLflow run a stage recorded in ``<results>/mlflow_run.json`` (None when absent)."""
-    import json
-
-    try:
-        return json.loads((results / RUN_FILE).read_text())["run_id"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def repo_root() -> Path:
-    """``DVC_ROOT`` when DVC runs us, else the nearest folder holding ``dvc.yaml``."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file() or (folder / ".dvc").is_dir():
-            return folder
-    return here
-
-
-def resolve_tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{repo_root() / 'mlflow.db'}"
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail before training when a remote tracking server does not answer."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise TrackingError(
-            f"MLFLOW_TRACKING_URI={uri}: tracking server not reachable ({exc.strerror or exc}); "
-            "start the server or unset MLFLOW_TRACKING_URI to log to the local mlflow.db"
-        ) from None
-
-
-def git_state(root: Path) -> dict[str, str]:
-    """The commit, whether tracked files differ from it, and the remote (if any)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-        remote = git("remote", "get-url", "origin")
-        branch = git("rev-parse", "--abbrev-ref", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-    state = {"git_commit": commit or "none", "git_dirty": str(dirty).lower()}
-    if commit:  # MLflow's own tags: the runs table's Source column shows them
-        state.update({"mlflow.source.git.commit": commit, "mlflow.source.git.branch": branch})
-    if remote:
-        state["mlflow.source.git.repoURL"] = remote
-    return state
-
-
-def source_tags() -> dict[str, str]:
-    """``mlflow.source.*``: the command that made the run (``python -m stages.train ...``)."""
-    import sys
-
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    program = f"python -m {spec.name}" if spec is not None and spec.name else sys.argv[0]
-    command = " ".join([program, *sys.argv[1:]])
-    return {"mlflow.source.name": command[:500], "mlflow.source.type": "LOCAL"}
+from pipeline.core.parents import log_inputs
+from pipeline.core.store import (
+    check_reachable,
+    git_state,
+    repo_root,
+    resolve_tracking_uri,
+    source_tags,
+)
 
 
 def _stringify(value: Any) -> str:
@@ -117,7 +29,6 @@ def _stringify(value: Any) -> str:
 
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's runs table
-PARENT_ROLE, CHILD_ROLE = "parent", "seed"
 
 
 @contextmanager
@@ -358,94 +269,6 @@ class Tracker:
     def describe(self) -> dict[str, str]:
         return {"run_id": self.run_id, "experiment_id": self.experiment_id,
                 "tracking_uri": self.uri}
-
-
-def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
-                  name: str, metrics: dict[str, float], config: str = "",
-                  description: str = "") -> str:
-    """Make ``child_id`` a child of its configuration's one parent run, holding mean and
-    std over that configuration's finished children of every final metric; return the
-    parent's id.
-
-    A parent is keyed by the group (stage, method/variant) *and* ``config``, the fingerprint
-    of what its seeds share (params read, data, teacher): an ablation gets a parent of its
-    own, and a summary never mixes two configurations. Idempotent and safe with concurrent
-    seeds: each seed creates a parent only if it finds none, then every seed adopts the
-    oldest parent and deletes any younger duplicate, so racing seeds converge on one.
-    Metrics are logged at step = number of children, so the most complete summary is the
-    one MLflow shows.
-    """
-    import numpy as np
-    from mlflow.entities import Metric
-
-    same = f"tags.ilkd_group = '{group}' and tags.ilkd_config = '{config}'"
-
-    def parents() -> list:
-        found = client.search_runs([experiment_id], filter_string=(
-            f"{same} and tags.ilkd_role = '{PARENT_ROLE}'"))
-        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
-
-    if not parents():
-        client.create_run(experiment_id, run_name=name, tags={
-            "ilkd_group": group, "ilkd_config": config, "ilkd_role": PARENT_ROLE,
-            "mlflow.note.content": description or f"{name}: mean and std over seeds"})
-    parent, *duplicates = parents()
-    for extra in duplicates:
-        try:
-            client.delete_run(extra.info.run_id)
-        except Exception:  # another seed deleted it first
-            pass
-    client.set_tag(child_id, "mlflow.parentRunId", parent.info.run_id)
-    if "mlflow.source.name" not in parent.data.tags:
-        _inherit_source(client, child_id, parent.info.run_id)
-    children = client.search_runs([experiment_id], filter_string=(
-        f"{same} and tags.ilkd_role = '{CHILD_ROLE}' and attributes.status = 'FINISHED'"))
-    latest: dict[str, Any] = {}
-    for run in sorted(children, key=lambda r: r.info.start_time):
-        latest[run.data.tags.get("seed", run.info.run_id)] = run  # a rerun replaces its seed
-    values: dict[str, list[float]] = {}
-    for run in latest.values():
-        for key in metrics:
-            if key in run.data.metrics:
-                values.setdefault(key, []).append(run.data.metrics[key])
-    stamp, step = int(time.time() * 1000), len(latest)
-    summary = []
-    for key, vals in values.items():
-        summary.append(Metric(f"{key}_mean", float(np.mean(vals)), stamp, step))
-        summary.append(Metric(f"{key}_std", float(np.std(vals, ddof=1)) if len(vals) > 1
-                              else 0.0, stamp, step))
-    summary.append(Metric("seeds", float(step), stamp, step))
-    for i in range(0, len(summary), 500):
-        client.log_batch(parent.info.run_id, metrics=summary[i:i + 500])
-    client.set_terminated(parent.info.run_id, "FINISHED")
-    return parent.info.run_id
-
-
-def _inherit_source(client: Any, child_id: str, parent_id: str) -> None:
-    """The parent shows its seeds' Source and Dataset in the runs table (same command, commit
-    and prepared data for every seed)."""
-    from mlflow.entities import RunTag
-
-    child = client.get_run(child_id)
-    tags = [RunTag(key, value) for key, value in child.data.tags.items()
-            if key.startswith("mlflow.source.") or key == "mlflow.user"]
-    # seeds finishing together both get here: a batch retries an insert another process made
-    # first (set_tag does not, and one seed failed with a UNIQUE constraint error)
-    client.log_batch(parent_id, tags=tags)
-    inputs = child.inputs.dataset_inputs if child.inputs else []
-    if inputs:
-        log_inputs(client, parent_id, list(inputs))
-
-
-def log_inputs(client: Any, run_id: str, inputs: list) -> None:
-    """``client.log_inputs``, once more after a moment if it fails: two stages logging the same
-    new dataset (or linking it to one parent run) at once make MLflow's store insert the row
-    twice and one insert fails; the row exists then, so the second call succeeds."""
-    try:
-        client.log_inputs(run_id, datasets=inputs)
-    except Exception:  # noqa: BLE001
-        time.sleep(0.5)
-        client.log_inputs(run_id, datasets=inputs)
 
 
 class NullTracker:

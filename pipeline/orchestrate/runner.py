@@ -32,7 +32,7 @@ from pipeline.orchestrate.warm import WarmServer
 
 def prepare_tracking_store() -> None:
     """Create the local MLflow store once: parallel first-time migrations would collide."""
-    from pipeline.core.tracking import repo_root, resolve_tracking_uri
+    from pipeline.core.store import repo_root, resolve_tracking_uri
 
     uri = resolve_tracking_uri()
     if uri.startswith("sqlite:") and not (repo_root() / "mlflow.db").exists():

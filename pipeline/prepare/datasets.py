@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.config import DataConfig, SyntheticConfig
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_write_bytes, atomic_write_json
 from pipeline.core.prepared import DATA_FILE, META_FILE, SPLITS, carve
+from pipeline.core.sections import DataConfig, SyntheticConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline.core.cli import main as cli_main
 from pipeline.core.config import load_params
 from pipeline.core.errors import ConfigError, TrackingError
-from pipeline.core.tracking import experiment_name, repo_root, resolve_tracking_uri
+from pipeline.core.store import experiment_name, repo_root, resolve_tracking_uri
 
 
 def experiment_id(uri: str, name: str) -> str:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.core.config import RuntimeConfig
 from pipeline.core.prepared import Prepared
+from pipeline.core.sections import RuntimeConfig
 from pipeline.methods.base import Method
 
 

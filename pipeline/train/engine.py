@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from pipeline.core.config import TrainConfig
 from pipeline.core.errors import ConfigError, TrainingDiverged
+from pipeline.core.sections import TrainConfig
 from pipeline.methods.base import Method
 from pipeline.train import distributed
 from pipeline.train.augment import random_crop_flip

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import code, tracking
-from pipeline.core.config import ModelConfig, Params, TrainConfig, fingerprint, flatten
+from pipeline.core import code
+from pipeline.core.config import Params, fingerprint, flatten
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import (
     atomic_torch_save,
@@ -25,18 +25,14 @@ from pipeline.core.io import (
 )
 from pipeline.core.metrics import reliability_bins
 from pipeline.core.models import build_model, load_teacher
+from pipeline.core.parents import CHILD_ROLE, update_parent
 from pipeline.core.paths import PREPARED_DIR
 from pipeline.core.prepared import Prepared, load_prepared
 from pipeline.core.presets import load_preset
 from pipeline.core.runs import RunSpec
-from pipeline.core.tracking import (
-    RUN_FILE,
-    NullTracker,
-    Tracker,
-    experiment_name,
-    recorded_run_id,
-    update_parent,
-)
+from pipeline.core.sections import ModelConfig, TrainConfig
+from pipeline.core.store import RUN_FILE, experiment_name, recorded_run_id, teacher_model_name
+from pipeline.core.tracking import NullTracker, Tracker
 from pipeline.figures import explanation_grid, save_figure, similarity_heatmaps, training_curves
 from pipeline.methods import REGISTRY, VARIANT_NOTES, Teacher, build_method
 from pipeline.methods.base import Method
@@ -190,7 +186,7 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
             "seed": str(spec.seed), "instance": spec.run_name,
             "params_hash": s.checkpoint.fingerprint, "profile": s.params.profile,
             "dataset": s.prepared.meta["dataset"], "device": device.type,
-            "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": "seed",
+            "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": CHILD_ROLE,
             "ilkd_config": s.config}
     tracker = Tracker(experiment_name(s.params.profile, s.prepared.meta["dataset"]), spec.run_name,
                       tags, {**flatten(s.logged), "seed": spec.seed},
@@ -209,7 +205,7 @@ def _describe_run(tracker: Tracker, s: Setup, world: int) -> None:
     spec = s.spec
     if s.teacher_run:  # the exact teacher this run distils: its run and registered version
         tracker.set_tags({"teacher_run_id": s.teacher_run, "teacher_model_version":
-                          tracker.model_version(teacher_model_name(s.params), s.teacher_run)})
+                          tracker.model_version(teacher_model_name(s.params.profile), s.teacher_run)})
     if spec.stage not in SEARCH_STAGES:  # the reported runs' models, on the Models page
         tracker.open_models(list(s.method.evaluated()), spec.run_name,
                             (s.resume or {}).get("extra", {}).get("model_ids"))
@@ -220,11 +216,6 @@ def _describe_run(tracker: Tracker, s: Setup, world: int) -> None:
     if world > 1:
         print(f"[ilkd] {spec.run_name}: world size {world}, global batch "
               f"{s.train_cfg.batch_size} split across ranks", flush=True)
-
-
-def teacher_model_name(params: Params) -> str:
-    """The Model Registry entry of the teacher: a new version each time it is retrained."""
-    return tracking.teacher_model_name(params.profile)
 
 
 def describe(spec: RunSpec) -> str:
@@ -303,7 +294,7 @@ def write_outputs(s: Setup, data: engine.DeviceData, history: list[dict[str, flo
         tracker.log_artifact(results / name)
     tracker.log_artifact(model_file, "model")
     example = data.batch("test", slice(0, 2))[0].float().cpu().numpy()
-    registered = teacher_model_name(s.params) if spec.stage == "teacher" else None
+    registered = teacher_model_name(s.params.profile) if spec.stage == "teacher" else None
     for name in tracker.model_ids:
         tracker.log_model(method.evaluated()[name].cpu().eval(), name, example, registered)
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.core.config import TrainConfig
 from pipeline.core.errors import CheckpointError
 from pipeline.core.io import atomic_torch_save
+from pipeline.core.sections import TrainConfig
 from pipeline.methods.base import Method, StepOutput
 from pipeline.train.device import Accel
 from pipeline.train.sgd import SGD

@@ -29,7 +29,7 @@ from pipeline.core.config import Params
 from pipeline.core.errors import CheckpointError
 from pipeline.core.io import atomic_write_bytes, atomic_write_json
 from pipeline.core.runs import RunSpec
-from pipeline.core.tracking import RUN_FILE, recorded_run_id
+from pipeline.core.store import RUN_FILE, recorded_run_id
 
 SHARED, TUNING = "shared", "tuning"  # groups (folders) below models/teacher and results/teacher
 NOTE = "NOT_TRAINED.json"  # what an instance whose mode is off writes instead of a teacher

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.core.config import SyntheticConfig, TrainConfig, parse_params
+from pipeline.core.config import parse_params
 from pipeline.core.prepared import Prepared
+from pipeline.core.sections import SyntheticConfig, TrainConfig
 from pipeline.prepare.datasets import make_synthetic, normalisation_stats, prepare
 from pipeline.train.engine import DeviceData
 

@@ -14,7 +14,8 @@ from pipeline.core.config import parse_params
 from pipeline.core.errors import CheckpointError, TrackingError
 from pipeline.core.models import load_teacher
 from pipeline.core.runs import RunSpec
-from pipeline.core.tracking import Tracker, check_reachable, resolve_tracking_uri
+from pipeline.core.store import check_reachable, resolve_tracking_uri
+from pipeline.core.tracking import Tracker
 from pipeline.prepare.datasets import prepare
 from pipeline.train.runner import run
 

@@ -6,7 +6,7 @@ import multiprocessing as mp
 
 from mlflow.tracking import MlflowClient
 
-from pipeline.core.tracking import _inherit_source
+from pipeline.core.parents import _inherit_source
 
 
 def _adopt(uri: str, child: str, parent: str, barrier, errors) -> None:

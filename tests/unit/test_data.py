@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.config import DataConfig, SyntheticConfig
 from pipeline.core.errors import DataError
 from pipeline.core.prepared import load_prepared
+from pipeline.core.sections import DataConfig, SyntheticConfig
 from pipeline.prepare.datasets import build_arrays, make_synthetic, prepare
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.config import RuntimeConfig
 from pipeline.core.models import build_model
+from pipeline.core.sections import RuntimeConfig
 from pipeline.methods.ce import CE
 from pipeline.methods.kd import KD
 from pipeline.train import engine

@@ -8,9 +8,9 @@ import pytest
 import torch
 from captum.attr import InputXGradient, LayerGradCam, Saliency
 
-from pipeline.core.config import SyntheticConfig
 from pipeline.core.models import build_model
 from pipeline.core.prepared import Prepared
+from pipeline.core.sections import SyntheticConfig
 from pipeline.methods.analysis import partner_hits, similarity_report
 from pipeline.methods.explain import gradcam_autograd, gradcam_linear, input_gradients, similarity
 from pipeline.methods.introspective import Introspective

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.config import DataConfig, ModelConfig, parse_params
+from pipeline.core.config import parse_params
 from pipeline.core.errors import CheckpointError, DataError
 from pipeline.core.models import build_model, load_teacher
 from pipeline.core.prepared import load_prepared
+from pipeline.core.sections import DataConfig, ModelConfig
 from pipeline.prepare.datasets import prepare
 from pipeline.train.teachers import shared_spec, teacher_file, teacher_spec, tuning_needs_teacher
 
