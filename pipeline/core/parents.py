@@ -6,7 +6,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-PARENT_ROLE, CHILD_ROLE = "parent", "seed"  # the ilkd_role tag of a parent and of a seed's run
+# the tags that tie a seed's run to its parent: its group (stage and method or variant), the
+# fingerprint of what its seeds share, and its role (filter the UI with tags.ilkd_role = 'seed')
+GROUP_TAG, CONFIG_TAG, ROLE_TAG = "ilkd_group", "ilkd_config", "ilkd_role"
+PARENT_ROLE, CHILD_ROLE = "parent", "seed"
+
+
+def child_tags(group: str, config: str) -> dict[str, str]:
+    """The tags of a seed's run that :func:`update_parent` finds its siblings by."""
+    return {GROUP_TAG: group, CONFIG_TAG: config, ROLE_TAG: CHILD_ROLE}
 
 
 def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
@@ -27,16 +35,16 @@ def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
     import numpy as np
     from mlflow.entities import Metric
 
-    same = f"tags.ilkd_group = '{group}' and tags.ilkd_config = '{config}'"
+    same = f"tags.{GROUP_TAG} = '{group}' and tags.{CONFIG_TAG} = '{config}'"
 
     def parents() -> list:
         found = client.search_runs([experiment_id], filter_string=(
-            f"{same} and tags.ilkd_role = '{PARENT_ROLE}'"))
+            f"{same} and tags.{ROLE_TAG} = '{PARENT_ROLE}'"))
         return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
 
     if not parents():
         client.create_run(experiment_id, run_name=name, tags={
-            "ilkd_group": group, "ilkd_config": config, "ilkd_role": PARENT_ROLE,
+            GROUP_TAG: group, CONFIG_TAG: config, ROLE_TAG: PARENT_ROLE,
             "mlflow.note.content": description or f"{name}: mean and std over seeds"})
     parent, *duplicates = parents()
     for extra in duplicates:
@@ -48,7 +56,7 @@ def update_parent(client: Any, experiment_id: str, child_id: str, group: str,
     if "mlflow.source.name" not in parent.data.tags:
         _inherit_source(client, child_id, parent.info.run_id)
     children = client.search_runs([experiment_id], filter_string=(
-        f"{same} and tags.ilkd_role = '{CHILD_ROLE}' and attributes.status = 'FINISHED'"))
+        f"{same} and tags.{ROLE_TAG} = '{CHILD_ROLE}' and attributes.status = 'FINISHED'"))
     latest: dict[str, Any] = {}
     for run in sorted(children, key=lambda r: r.info.start_time):
         latest[run.data.tags.get("seed", run.info.run_id)] = run  # a rerun replaces its seed

@@ -25,7 +25,7 @@ from pipeline.core.io import (
 )
 from pipeline.core.metrics import reliability_bins
 from pipeline.core.models import build_model, load_teacher
-from pipeline.core.parents import CHILD_ROLE, update_parent
+from pipeline.core.parents import child_tags, update_parent
 from pipeline.core.paths import PREPARED_DIR
 from pipeline.core.prepared import Prepared, load_prepared
 from pipeline.core.presets import load_preset
@@ -186,8 +186,7 @@ def open_tracker(s: Setup, device: Any, rank: int, world: int) -> Tracker | Null
             "seed": str(spec.seed), "instance": spec.run_name,
             "params_hash": s.checkpoint.fingerprint, "profile": s.params.profile,
             "dataset": s.prepared.meta["dataset"], "device": device.type,
-            "world_size": str(world), "ilkd_group": spec.group_name, "ilkd_role": CHILD_ROLE,
-            "ilkd_config": s.config}
+            "world_size": str(world), **child_tags(spec.group_name, s.config)}
     tracker = Tracker(experiment_name(s.params.profile, s.prepared.meta["dataset"]), spec.run_name,
                       tags, {**flatten(s.logged), "seed": spec.seed},
                       run_id=(s.resume or {}).get("extra", {}).get("run_id"),
@@ -288,7 +287,7 @@ def write_outputs(s: Setup, data: engine.DeviceData, history: list[dict[str, flo
                       reliability_bins(logits.softmax(1), data.y["test"]))
     save_figure(training_curves(history, spec.run_name), results / "curves.png")
     atomic_write_json(results / RUN_FILE, {**tracker.describe(), "run_name": spec.run_name,
-                                           "config": s.config})  # the UI's ilkd_config tag
+                                           "config": s.config})  # what its seeds share (CONFIG_TAG)
     atomic_write_json(results / "metrics.json", metrics)
     for name in ("metrics.json", "history.csv", "curves.png", "reliability.json"):
         tracker.log_artifact(results / name)
