@@ -3,9 +3,9 @@
     python -m pipeline.tools.estimate                  # measures a few steps of each run kind here
     python -m pipeline.tools.estimate --steps 5
 
-Each kind of run (teacher, CE-like student, KD, DML, IL with the configured
-explainer) is timed for a few optimisation steps on random data of the
-dataset's shape, on this machine's device and with the profile's fast path
+Each kind of run (teacher, CE-like student, KD, DML, IL with each explainer it will use:
+the configured one, and the ones its tuning trials draw) is timed for a few optimisation
+steps on random data of the dataset's shape, on this machine's device and with the profile's fast path
 (``runtime.amp``, ``channels_last``, ``compile``); an epoch is that step time
 times the steps per epoch. Evaluation and start-up are not included, so read the total
 as a lower bound.
@@ -36,6 +36,7 @@ from pipeline.train.engine import (
     epoch_steps,
     prepare_models,
 )
+from pipeline.train.tune import apply, trial_config
 
 TRAIN_SIZES = {"cifar10": (50_000, 10, (3, 32, 32)), "cifar100": (50_000, 100, (3, 32, 32)),
                "digits": (1_347, 10, (1, 8, 8))}
@@ -120,27 +121,47 @@ def median_step_seconds(method: Method, x: torch.Tensor, y: torch.Tensor, steps:
     return statistics.median(times)
 
 
-def plan(params: Params) -> list[tuple[str, str, int, int]]:
-    """``(stage, method, runs, epochs)`` for every training stage of the DAG (the runs of
-    :func:`~pipeline.results.design.instances`, summed per stage and method)."""
-    rows: dict[tuple[str, str], int] = {}
+def run_params(params: Params, i: Instance) -> Params:
+    """The params an instance's runs train with, as far as the plan fixes them: a tuning
+    trial's drawn configuration; every other instance at the profile's (a tuned recipe is
+    not known before ``tune_select``)."""
+    if i.stage == "tune" and i.runs:
+        return apply(params, trial_config(params, i.method, int(i.name.rsplit("-", 1)[1])))
+    return params
+
+
+def explainer(params: Params, method: str) -> str:
+    """What sets a run's cost within its method: IL's explainer (an input-space one pays a
+    backward pass per class); '' for every other method."""
+    return getattr(getattr(params, method, None), "explainer", "")
+
+
+def plan(params: Params) -> list[tuple[str, str, str, int, int]]:
+    """``(stage, method, explainer, runs, epochs)`` for every training stage of the DAG (the
+    runs of :func:`~pipeline.results.design.instances`, summed per stage, method and
+    explainer)."""
+    rows: dict[tuple[str, str, str], int] = {}
     for i in instances(params):
         if i.runs:
-            rows[(i.stage, i.method)] = rows.get((i.stage, i.method), 0) + i.runs
-    return [(stage, method, runs, _epochs(params, stage))
-            for (stage, method), runs in rows.items()]
+            key = (i.stage, i.method, explainer(run_params(params, i), i.method))
+            rows[key] = rows.get(key, 0) + i.runs
+    return [(stage, method, how, runs, _epochs(params, stage))
+            for (stage, method, how), runs in rows.items()]
 
 
 def _epochs(params: Params, stage: str) -> int:
     return (params.teacher if stage == "teacher" else params.student).train.epochs
 
 
-def dag_tasks(params: Params, epoch_seconds: Callable[[str, str], float]) -> list[Task]:
-    """The DAG's stage instances as tasks (``epoch_seconds(role, method)``), with the edges
-    that order them (a seed's KD instances wait for its own teacher)."""
+def dag_tasks(params: Params, epoch_seconds: Callable[[str, str, str], float]) -> list[Task]:
+    """The DAG's stage instances as tasks (``epoch_seconds(role, method, explainer)``), with
+    the edges that order them (a seed's KD instances wait for its own teacher)."""
     def seconds(i: Instance) -> float:  # tune_select (and skipped trials) train nothing
+        if not i.runs:
+            return 0.0
         role = "teacher" if i.stage == "teacher" else "student"
-        return i.runs * _epochs(params, i.stage) * epoch_seconds(role, i.method) if i.runs else 0.0
+        how = explainer(run_params(params, i), i.method)
+        return i.runs * _epochs(params, i.stage) * epoch_seconds(role, i.method, how)
     return [Task(i.name, seconds(i), i.after) for i in instances(params)]
 
 
@@ -172,26 +193,28 @@ def entry(argv: list[str] | None = None) -> None:
     device = configure_runtime(params.runtime)
     accel = accel_for(params.runtime, device)
     n, classes, shape = dataset_shape(params)
-    cache: dict[tuple[str, str], float] = {}
+    cache: dict[tuple[str, str, str], float] = {}
     total_runs, total_hours = 0, 0.0
     print(f"profile {params.profile}: {params.data.name}, {n} training images, {classes} classes, "
           f"device {device}, amp {accel.amp or 'off'}, channels_last {accel.channels_last}, "
           f"compile {accel.compile}")
     print("| stage | method | runs | epochs | s/epoch (measured) | device-hours |")
     print("|---|---|---|---|---|---|")
-    for stage, method, runs, epochs in plan(params):
+    for stage, method, how, runs, epochs in plan(params):
         role = "teacher" if stage == "teacher" else "student"
         batch = (params.teacher if role == "teacher" else params.student).train.batch_size
-        key = (role, method)
+        key = (role, method, how)
         if key not in cache:
-            cache[key] = step_seconds(params, method, classes, shape, batch, args.steps, device,
+            timed = apply(params, {method: {"explainer": how}}) if how else params
+            cache[key] = step_seconds(timed, method, classes, shape, batch, args.steps, device,
                                       role, accel) * epoch_steps(n, batch, accel.static_shapes)[0]
         hours = runs * epochs * cache[key] / 3600
         total_runs += runs
         total_hours += hours
-        print(f"| {stage} | {method} | {runs} | {epochs} | {cache[key]:.2f} | {hours:.2f} |")
+        label = f"{method} ({how})" if how else method
+        print(f"| {stage} | {label} | {runs} | {epochs} | {cache[key]:.2f} | {hours:.2f} |")
     print(f"| **total** | | **{total_runs}** | | | **{total_hours:.1f}** |")
-    tasks = dag_tasks(params, lambda role, method: cache[(role, method)])
+    tasks = dag_tasks(params, lambda role, method, how: cache[(role, method, how)])
     wall, longest = makespan(tasks, workers), max(critical_path(tasks).values())
     print(f"\nwall time on {workers} worker(s) (an estimate): {span(wall)}; no schedule "
           f"finishes before max(critical path {span(longest)}, device-hours / workers "

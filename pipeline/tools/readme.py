@@ -4,9 +4,9 @@
 
 Each profile that has a ``reports/<profile>/`` folder (``python -m pipeline.tools.report``)
 fills its own block of ``docs/results.md``: the quick profile's smoke tables, and for the
-CIFAR-10 profiles (the decided run, every table on a CPU) their results on real images, with
-their main figures and where their numbers come from. The README gets the decided run's
-claims table (``CLAIMS``), the project's answer in one table.
+CIFAR-10 profiles (the decided runs, every table on a CPU) their results on real images, with
+their main figures and where their numbers come from. The README gets the decided runs'
+claims tables (``CLAIMS``): the project's answer, at the default and at the tuned recipes.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 # profile -> markers in docs/results.md; the quick profile keeps the original ones
 BLOCKS = {"quick": (START, END),
           "cifar10-decide": ("<!-- cifar10-decide:start -->", "<!-- cifar10-decide:end -->"),
+          "cifar10-tuned": ("<!-- cifar10-tuned:start -->", "<!-- cifar10-tuned:end -->"),
           "cifar10-cpu": ("<!-- cifar10-cpu:start -->", "<!-- cifar10-cpu:end -->")}
-# the README's claims table: the run made to decide them (README.md's markers)
-CLAIMS = ("cifar10-decide", "<!-- claims:start -->", "<!-- claims:end -->")
+# the README's claims tables: the runs made to decide them (profile -> README.md's markers)
+CLAIMS = {"cifar10-decide": ("<!-- claims:start -->", "<!-- claims:end -->"),
+          "cifar10-tuned": ("<!-- claims-tuned:start -->", "<!-- claims-tuned:end -->")}
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),
@@ -99,9 +101,11 @@ def main(readme: Path = README, reports: Path = REPORTS,
         sys.exit(f"error: no {reports}/<profile>/all_tables.md; run `make readme` "
                  "(dvc repro, then python -m pipeline.tools.report)")
     results.write_text(text)
-    profile, start, end = CLAIMS
-    if (reports / profile / "all_tables.md").is_file():
-        readme.write_text(splice(readme.read_text(), claims_table(reports / profile), start, end))
+    readme_text = readme.read_text()
+    for profile, (start, end) in CLAIMS.items():
+        if (reports / profile / "all_tables.md").is_file():
+            readme_text = splice(readme_text, claims_table(reports / profile), start, end)
+    readme.write_text(readme_text)
     print(f"[ilkd] {results} and {readme}: results updated from {', '.join(done)}")
 
 

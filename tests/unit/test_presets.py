@@ -97,7 +97,7 @@ def test_use_switches_and_rejects_unknown(tmp_path, monkeypatch):
 def test_plan_counts_every_training_run():
     params = load_params(REPO / "params.yaml")
     rows = plan(params)
-    runs = {stage: sum(r for s, _, r, _ in rows if s == stage) for stage, *_ in rows}
+    runs = {stage: sum(r for s, _, _, r, _ in rows if s == stage) for stage, *_ in rows}
     seeds = len(params.seeds)
     # 8 teacher-free baselines: KD from a teacher is kd_ablation@full, counted once;
     # tuning: 10 methods x 3 trials x 1 tuning seed; the surface: 2 x 2 points and its
@@ -110,13 +110,13 @@ def test_plan_counts_every_training_run():
     # the decided run: 4 baselines, 3 + 3 variants, no tuning but tuned@ce (at the defaults),
     # and a teacher per seed (per-seed subsets; no tuning seeds: nothing tuned distils one)
     decide = preset("cifar10-decide")
-    count = {s: sum(r for t, _, r, _ in plan(decide) if t == s) for s, *_ in plan(decide)}
+    count = {s: sum(r for t, _, _, r, _ in plan(decide) if t == s) for s, *_ in plan(decide)}
     assert count == {"teacher": 5, "baselines": 20, "kd_ablation": 15, "introspective": 15,
                      "tuned": 5}
     # per-seed subsets: a teacher per reported and per tuning seed (3 + 1)
     per_seed = params.model_copy(update={"data": params.data.model_copy(
         update={"split_seed": "per_seed"})})
-    assert sum(r for s, _, r, _ in plan(per_seed) if s == "teacher") == 4
+    assert sum(r for s, _, _, r, _ in plan(per_seed) if s == "teacher") == 4
     cifar = preset("paper-cifar100")
     assert dataset_shape(cifar) == (50_000 - 50 * 100, 100, (3, 32, 32))
 

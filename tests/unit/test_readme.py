@@ -34,27 +34,32 @@ def test_readme_splices_each_profile_into_its_own_block(tmp_path):
 
     _report(tmp_path / "reports", "quick", 98.5)
     _report(tmp_path / "reports", "cifar10-cpu", 55.25)
-    decided = _report(tmp_path / "reports", CLAIMS[0], 47.5)  # the README's claims table
-    (decided / "all_tables.md").write_text(
-        "| CE | 47.5 |\n\n**Claims — paired**\n\n| IL > CE | x |\n\nrules\n\n"
-        "**IL's class similarity vs the teacher's**\n\n| full | 0.8 |\n")
+    decided, tuned = list(CLAIMS)  # the README's claims tables: default and tuned recipes
+    for profile, acc, row in ((decided, 47.5, "| IL > CE | x |"), (tuned, 48.25, "| IL > CE | y |")):
+        (_report(tmp_path / "reports", profile, acc) / "all_tables.md").write_text(
+            f"| CE | {acc} |\n\n**Claims — paired**\n\n{row}\n\nrules\n\n"
+            "**IL's class similarity vs the teacher's**\n\n| full | 0.8 |\n")
     start, end = BLOCKS["cifar10-cpu"]
-    d_start, d_end = BLOCKS[CLAIMS[0]]
     results = tmp_path / "results.md"
     results.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n"
-                       f"{d_start}\nold\n{d_end}\n")
+                       + "".join(f"{BLOCKS[p][0]}\nold\n{BLOCKS[p][1]}\n" for p in CLAIMS))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{CLAIMS[1]}\nold\n{CLAIMS[2]}\nend\n")
+    readme.write_text("intro\n" + "".join(f"{a}\nold\n{b}\nmid\n" for a, b in CLAIMS.values()))
     main(readme, tmp_path / "reports", results)
     text = results.read_text()
     quick, cifar = text.split(START)[1].split(END)[0], text.split(start)[1].split(end)[0]
     assert "| CE | 98.5 |" in quick and "55.25" not in quick
     assert "| CE | 55.25 |" in cifar and "commit `0123456789`" in cifar
     assert "3000 train / 1000 val / 10000 test" in cifar
-    assert "| CE | 47.5 |" in text.split(d_start)[1].split(d_end)[0]
-    claims = readme.read_text().split(CLAIMS[1])[1].split(CLAIMS[2])[0]
-    assert "| IL > CE | x |" in claims and "rules" in claims
-    assert "class similarity" not in claims and "47.5" not in claims
+    for profile, acc in ((decided, "47.5"), (tuned, "48.25")):
+        assert f"| CE | {acc} |" in text.split(BLOCKS[profile][0])[1].split(BLOCKS[profile][1])[0]
+    readme_text = readme.read_text()
+    for profile, row, other in ((decided, "| IL > CE | x |", "y |"), (tuned, "| IL > CE | y |", "x |")):
+        a, b = CLAIMS[profile]
+        claims = readme_text.split(a)[1].split(b)[0]
+        assert row in claims and "rules" in claims and other not in claims
+        assert "class similarity" not in claims and "| CE |" not in claims
+    assert readme_text.count("mid\n") == 2 and readme_text.startswith("intro\n")
 
 
 def test_provenance_line_says_what_a_per_seed_run_trained_on_and_its_cpu_kernels(tmp_path):

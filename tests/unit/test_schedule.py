@@ -44,9 +44,10 @@ def test_the_estimate_orders_the_dag(base_raw):
     from pipeline.tools.estimate import dag_tasks, plan
 
     params = parse_params(base_raw, "t")
-    # what the estimate measured: a (role, method) it did not measure is a KeyError
-    measured = {("teacher", "ce"): 10.0} | {("student", m): 1.0 for _, m, _, _ in plan(params)}
-    tasks = dag_tasks(params, lambda role, method: measured[(role, method)])
+    # what the estimate measured: a (role, method, explainer) it did not measure is a KeyError
+    measured = {("teacher", "ce", ""): 10.0} | {("student", m, how): 1.0
+                                                for _, m, how, _, _ in plan(params)}
+    tasks = dag_tasks(params, lambda *key: measured[key])
     by_name = {t.name: t for t in tasks}
     # as many training tasks as plan() counts runs (a tune instance holds a run per
     # tuning seed, a surface instance one per surface seed), plus the teacher instances
@@ -54,7 +55,7 @@ def test_the_estimate_orders_the_dag(base_raw):
     stages = [t for t in tasks if t.name != "tune_select"]
     copies = len(params.seeds) + len(params.tune.seeds)
     surface = params.surface
-    assert len(stages) == sum(r for s, _, r, _ in plan(params) if s not in ("tune", "surface")
+    assert len(stages) == sum(r for s, _, _, r, _ in plan(params) if s not in ("tune", "surface")
                               ) + len(params.tune.all_methods) * len(params.tune.trials) + (
         len(surface.x) * len(surface.y) + 1) + copies
     assert by_name["surface@0.3-0.8"].after == ("tune_select",)
@@ -84,10 +85,45 @@ def test_per_seed_teachers_train_in_parallel_in_the_estimate(base_raw):
     raw = copy.deepcopy(base_raw)
     raw["data"].update(split_seed="per_seed", train_per_class=50)
     params = parse_params(raw, "t")
-    tasks = dag_tasks(params, lambda role, method: 10.0 if role == "teacher" else 1.0)
+    tasks = dag_tasks(params, lambda role, *_: 10.0 if role == "teacher" else 1.0)
     teacher = 10.0 * params.teacher.train.epochs
     by_name = {t.name: t for t in tasks}
     assert [by_name[f"teacher@{s}"].seconds for s in params.seeds] == [teacher] * 3
     assert by_name["shared_teacher"].seconds == 0
     chain = 3 * teacher  # what one stage training the teachers one after another cost
     assert makespan(tasks, 64) < chain
+
+
+def test_the_estimate_times_each_tuning_trial_with_the_explainer_it_draws(base_raw):
+    """An input-gradient IL step costs several Grad-CAM steps; a tuning grid that draws both
+    explainers must be timed per trial, not at the configured explainer (which the tuned
+    decided run's estimate did, missing half its IL trials' cost)."""
+    import copy
+
+    from pipeline.core.config import parse_params
+    from pipeline.tools.estimate import dag_tasks, plan
+    from pipeline.train.tune import trial_config
+
+    raw = copy.deepcopy(base_raw)
+    raw["tune"]["own"]["introspective"] = {"explainer": ["gradcam", "input_gradient"],
+                                          "alpha": [0.3, 0.5, 0.7]}
+    raw["tune"]["trials"] = [0, 1, 2, 3, 4, 5]
+    params = parse_params(raw, "t")
+    drawn = {k: trial_config(params, "introspective", k)["introspective"]["explainer"]
+             for k in params.tune.trials}
+    assert set(drawn.values()) == {"gradcam", "input_gradient"}  # this grid draws both
+    rows = {(s, m, how): r for s, m, how, r, _ in plan(params)}
+    seeds = len(params.tune.seeds)
+    for how in ("gradcam", "input_gradient"):
+        assert rows[("tune", "introspective", how)] == seeds * sum(
+            v == how for v in drawn.values())
+    assert rows[("tune", "ce", "")] == seeds * len(params.tune.trials)
+    # the configured explainer still times every other IL instance
+    assert rows[("introspective", "introspective", params.introspective.explainer)] == (
+        len(params.seeds) * len(params.introspective_ablation.variants))
+    cost = {"gradcam": 1.0, "input_gradient": 7.0}
+    tasks = {t.name: t for t in dag_tasks(
+        params, lambda role, method, how: cost.get(how, 1.0) if role == "student" else 10.0)}
+    epochs = params.student.train.epochs
+    for k, how in drawn.items():
+        assert tasks[f"tune@introspective-{k}"].seconds == seeds * epochs * cost[how]
