@@ -25,9 +25,10 @@ BLOCKS = {"quick": (START, END),
           "cifar10-decide": ("<!-- cifar10-decide:start -->", "<!-- cifar10-decide:end -->"),
           "cifar10-tuned": ("<!-- cifar10-tuned:start -->", "<!-- cifar10-tuned:end -->"),
           "cifar10-cpu": ("<!-- cifar10-cpu:start -->", "<!-- cifar10-cpu:end -->")}
-# the README's claims tables: the runs made to decide them (profile -> README.md's markers)
-CLAIMS = {"cifar10-decide": ("<!-- claims:start -->", "<!-- claims:end -->"),
-          "cifar10-tuned": ("<!-- claims-tuned:start -->", "<!-- claims-tuned:end -->")}
+# the README's claims tables: the runs made to decide them (profile -> README.md's markers,
+# and the recipe whose rows it shows: the tuned run's default rows repeat the decided run's)
+CLAIMS = {"cifar10-decide": ("<!-- claims:start -->", "<!-- claims:end -->", None),
+          "cifar10-tuned": ("<!-- claims-tuned:start -->", "<!-- claims-tuned:end -->", "tuned")}
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),
@@ -79,14 +80,21 @@ def block(folder: Path, link: str = "") -> str:
     return "\n".join(lines) + text + ("\n" + surface.read_text() if surface.is_file() else "")
 
 
-def claims_table(folder: Path) -> str:
-    """The claims section of a report's ``all_tables.md``: its table and the rules under it."""
+def claims_table(folder: Path, recipe: str | None = None) -> str:
+    """The claims section of a report's ``all_tables.md``: its table and the rules under it;
+    with ``recipe``, only that recipe's rows (the table's second column)."""
     text = (folder / "all_tables.md").read_text()
     if "**Claims" not in text:
         raise ValueError(f"{folder}/all_tables.md has no claims table")
     claims = text[text.index("**Claims"):]
     end = claims.find("\n**", 2)  # the next section (IL's class similarity)
-    return claims if end < 0 else claims[:end + 1]
+    claims = claims if end < 0 else claims[:end + 1]
+    if recipe is None:
+        return claims
+    lines = claims.splitlines(keepends=True)
+    rows = [i for i, line in enumerate(lines) if line.startswith("| ")][1:]  # past the header
+    return "".join(line for i, line in enumerate(lines)
+                   if i not in rows or line.split("|")[2].strip() == recipe)
 
 
 def main(readme: Path = README, reports: Path = REPORTS,
@@ -102,9 +110,9 @@ def main(readme: Path = README, reports: Path = REPORTS,
                  "(dvc repro, then python -m pipeline.tools.report)")
     results.write_text(text)
     readme_text = readme.read_text()
-    for profile, (start, end) in CLAIMS.items():
+    for profile, (start, end, recipe) in CLAIMS.items():
         if (reports / profile / "all_tables.md").is_file():
-            readme_text = splice(readme_text, claims_table(reports / profile), start, end)
+            readme_text = splice(readme_text, claims_table(reports / profile, recipe), start, end)
     readme.write_text(readme_text)
     print(f"[ilkd] {results} and {readme}: results updated from {', '.join(done)}")
 

@@ -35,16 +35,18 @@ def test_readme_splices_each_profile_into_its_own_block(tmp_path):
     _report(tmp_path / "reports", "quick", 98.5)
     _report(tmp_path / "reports", "cifar10-cpu", 55.25)
     decided, tuned = list(CLAIMS)  # the README's claims tables: default and tuned recipes
-    for profile, acc, row in ((decided, 47.5, "| IL > CE | x |"), (tuned, 48.25, "| IL > CE | y |")):
+    header = "| claim | recipe | Δ |\n|---|---|---|\n"
+    for profile, acc, rows in ((decided, 47.5, "| IL > CE | default | x |\n"),
+                               (tuned, 48.25, "| IL > CE | default | y0 |\n| IL > CE | tuned | y |\n")):
         (_report(tmp_path / "reports", profile, acc) / "all_tables.md").write_text(
-            f"| CE | {acc} |\n\n**Claims — paired**\n\n{row}\n\nrules\n\n"
+            f"| CE | {acc} |\n\n**Claims — paired**\n\n{header}{rows}\nrules\n\n"
             "**IL's class similarity vs the teacher's**\n\n| full | 0.8 |\n")
     start, end = BLOCKS["cifar10-cpu"]
     results = tmp_path / "results.md"
     results.write_text(f"a\n{START}\nold\n{END}\nb\n{start}\nold\n{end}\nc\n"
                        + "".join(f"{BLOCKS[p][0]}\nold\n{BLOCKS[p][1]}\n" for p in CLAIMS))
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n" + "".join(f"{a}\nold\n{b}\nmid\n" for a, b in CLAIMS.values()))
+    readme.write_text("intro\n" + "".join(f"{a}\nold\n{b}\nmid\n" for a, b, _ in CLAIMS.values()))
     main(readme, tmp_path / "reports", results)
     text = results.read_text()
     quick, cifar = text.split(START)[1].split(END)[0], text.split(start)[1].split(end)[0]
@@ -54,10 +56,13 @@ def test_readme_splices_each_profile_into_its_own_block(tmp_path):
     for profile, acc in ((decided, "47.5"), (tuned, "48.25")):
         assert f"| CE | {acc} |" in text.split(BLOCKS[profile][0])[1].split(BLOCKS[profile][1])[0]
     readme_text = readme.read_text()
-    for profile, row, other in ((decided, "| IL > CE | x |", "y |"), (tuned, "| IL > CE | y |", "x |")):
-        a, b = CLAIMS[profile]
+    # the decided run's table whole; the tuned run's with its tuned rows only
+    for profile, row, others in ((decided, "| IL > CE | default | x |", ("y0", "y |")),
+                                 (tuned, "| IL > CE | tuned | y |", ("x |", "y0"))):
+        a, b, _ = CLAIMS[profile]
         claims = readme_text.split(a)[1].split(b)[0]
-        assert row in claims and "rules" in claims and other not in claims
+        assert row in claims and "rules" in claims and header in claims
+        assert not any(o in claims for o in others)
         assert "class similarity" not in claims and "| CE |" not in claims
     assert readme_text.count("mid\n") == 2 and readme_text.startswith("intro\n")
 
