@@ -29,6 +29,8 @@ BLOCKS = {"quick": (START, END),
 # and the recipe whose rows it shows: the tuned run's default rows repeat the decided run's)
 CLAIMS = {"cifar10-decide": ("<!-- claims:start -->", "<!-- claims:end -->", None),
           "cifar10-tuned": ("<!-- claims-tuned:start -->", "<!-- claims-tuned:end -->", "tuned")}
+# the regime ladder (`make ladder` writes reports/ladder/): its figure and verdicts
+LADDER = ("<!-- ladder:start -->", "<!-- ladder:end -->")
 FIGURES = (("T2_regularizers_accuracy.png", "T2: regularizers and self-distillation"),
            ("T1_kd_components_accuracy.png", "T1: KD components"),
            ("T4_introspective_components_accuracy.png", "T4: IL components"),
@@ -105,6 +107,11 @@ def main(readme: Path = README, reports: Path = REPORTS,
         if (folder / "all_tables.md").is_file():
             text = splice(text, block(folder, "../"), start, end)
             done.append(str(folder))
+    ladder = reports / "ladder" / "verdicts.md"
+    if ladder.is_file():
+        figure = f"![The regime ladder](../{reports}/ladder/ladder.png)\n\n"
+        text = splice(text, figure + ladder.read_text(), *LADDER)
+        done.append(str(ladder.parent))
     if not done:
         sys.exit(f"error: no {reports}/<profile>/all_tables.md; run `make readme` "
                  "(dvc repro, then python -m pipeline.tools.report)")

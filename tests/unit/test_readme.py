@@ -85,3 +85,19 @@ def test_provenance_line_says_what_a_per_seed_run_trained_on_and_its_cpu_kernels
     line = block(folder).splitlines()[0]
     assert ("per seed, 300 train / 100 val images per class drawn from the 50000-image "
             "training pool; 10000 test images; x86_64 CPU (Test CPU, torch AVX2 kernels)") in line
+
+
+def test_the_ladder_block_holds_its_figure_and_verdicts(tmp_path):
+    from pipeline.tools.readme import LADDER, main
+
+    reports = tmp_path / "reports"
+    (reports / "ladder").mkdir(parents=True)
+    (reports / "ladder" / "verdicts.md").write_text("### The regime ladder\n\n| rung |\n")
+    results, readme = tmp_path / "results.md", tmp_path / "README.md"
+    results.write_text(f"a\n{LADDER[0]}\nSTALE\n{LADDER[1]}\nb\n")
+    readme.write_text("intro\n")
+    main(readme, reports, results)
+    block = results.read_text().split(LADDER[0])[1].split(LADDER[1])[0]
+    assert f"![The regime ladder](../{reports}/ladder/ladder.png)" in block
+    assert "| rung |" in block and "STALE" not in block
+    assert readme.read_text() == "intro\n"  # no claims report: the README is left alone
