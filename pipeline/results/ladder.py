@@ -12,9 +12,12 @@ imports (for its per-run figures): a figure only this tool draws retrains nothin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
+
+from pipeline.results.write import TEACHER_FILE
 
 # the rows the ladder follows: the core comparisons (T2, T3 and the two control pairs)
 CORE = (("baselines", "label_smoothing"), ("baselines", "confidence_penalty"),
@@ -44,7 +47,23 @@ def rung_rows(report: Path) -> pd.DataFrame:
     out.insert(0, "rung", report.name)
     out.insert(1, "ce_acc", float(ce["test_acc_mean"].iloc[0]))
     out.insert(2, "train_per_class", params["data"].get("train_per_class"))
+    out.insert(3, "teacher_acc", teacher_accuracy(report))
     return out
+
+
+# the line aggregate.teacher_line writes, with or without its no-better-than-student warning
+TEACHER = re.compile(r"(?:\*\*Warning:[^*]*\*\* )?Teacher: test top-1 (\d+(?:\.\d+)?)%")
+
+
+def teacher_accuracy(report: Path) -> float | None:
+    """The rung's teacher test accuracy (per seed: their mean), from the report's teacher
+    line (``tables/teacher.md``; a report older than that file opens ``all_tables.md``
+    with it); None when the report names no teacher. KD's gain depends on it."""
+    for path in (report / "tables" / TEACHER_FILE, report / "all_tables.md"):
+        if path.is_file():
+            found = TEACHER.match(path.read_text())
+            return float(found.group(1)) if found else None
+    return None
 
 
 def claim_verdicts(reports: list[Path]) -> pd.DataFrame:
@@ -91,8 +110,9 @@ def ladder_figure(rows: pd.DataFrame):
                         marker="o", capsize=3, label=method,
                         ls=":" if "non-GT" in method else "-")  # the controls dotted
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(order["ce_acc"], [f"{r.rung}\n{r.ce_acc:.1f}%"
-                                        for r in order.itertuples()], fontsize=7)
+        ax.set_xticks(order["ce_acc"], [f"{r.rung}\nCE {r.ce_acc:.1f}%" + (
+            "" if pd.isna(r.teacher_acc) else f", teacher {r.teacher_acc:.1f}%")
+            for r in order.itertuples()], fontsize=7)
         ax.set_xlim(order["ce_acc"].min() - 0.3 * span, order["ce_acc"].max() + 0.3 * span)
         ax.set(title=title, xlabel="rung: the CE student's test top-1")
         ax.legend(fontsize=7)

@@ -31,9 +31,11 @@ def verdicts_markdown(rows: pd.DataFrame, claims: pd.DataFrame) -> str:
     rungs' positions."""
     rungs = rows.drop_duplicates("rung").sort_values("ce_acc")
     lines = ["### The regime ladder", "",
-             "| rung | train images / class | CE test top-1 (%) | seeds |", "|---|---|---|---|"]
-    lines += [f"| {r.rung} | {r.train_per_class} | {r.ce_acc:.2f} | {int(r.seeds)} |"
-              for r in rungs.itertuples()]
+             "| rung | train images / class | teacher test top-1 (%) | CE test top-1 (%) | "
+             "seeds |", "|---|---|---|---|---|"]
+    lines += [f"| {r.rung} | {r.train_per_class} | "
+              f"{'—' if pd.isna(r.teacher_acc) else f'{r.teacher_acc:.2f}'} | {r.ce_acc:.2f} | "
+              f"{int(r.seeds)} |" for r in rungs.itertuples()]
     ordered = claims[[r for r in rungs["rung"] if r in claims.columns]]
     lines += ["", "| claim | " + " | ".join(ordered.columns) + " |",
               "|---|" + "---|" * len(ordered.columns)]
