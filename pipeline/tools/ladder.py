@@ -13,6 +13,8 @@ only in data and training (``presets/ladder-*.yaml``); run each with ``make pres
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -48,19 +50,40 @@ def verdicts_markdown(rows: pd.DataFrame, claims: pd.DataFrame) -> str:
 
 
 def movement(cells: pd.Series) -> str:
-    """Whether a claim's verdict is the same at every rung. An undecided rung lacks power,
-    which is not a move: only two different decided verdicts are."""
+    """Whether a claim's verdict moved across rungs. An undecided rung lacks power, which is
+    not a move; nor are two decided verdicts that one difference could satisfy at every
+    rung (``A > B, ≥ 1`` and ``A > B``; ``equivalent (±1)`` and ``A < B``). A move is two
+    decided verdicts that no single difference satisfies (``A > B`` and ``A < B``)."""
     verdicts = {rung: cell.rsplit(" (", 1)[0] for rung, cell in cells.items() if cell != "—"}
-    decided = {r: v for r, v in verdicts.items() if v != "undecided"}
+    decided = {r: v for r, v in verdicts.items() if not v.startswith("undecided")}
     undecided = [r for r in verdicts if r not in decided]
+    rest = f"; undecided at {', '.join(undecided)}" if undecided else ""
     if not decided:
         return "undecided at every rung"
+    listed = ", ".join(f"{v} ({r})" for r, v in decided.items())
     if len(set(decided.values())) > 1:
-        return "moves: " + " → ".join(f"{v} ({r})" for r, v in decided.items())
+        bounds = [allowed(v) for v in decided.values()]
+        if max(lo for lo, _ in bounds) >= min(hi for _, hi in bounds):
+            return "moves: " + " → ".join(f"{v} ({r})" for r, v in decided.items())
+        return f"no move: compatible verdicts {listed}{rest}"
     (verdict,) = set(decided.values())
     if not undecided:
         return f"{verdict} at every rung"
-    return f"{verdict} where decided ({', '.join(decided)}); undecided at {', '.join(undecided)}"
+    return f"{verdict} where decided ({', '.join(decided)}){rest}"
+
+
+def allowed(verdict: str) -> tuple[float, float]:
+    """The differences (A − B) a decided verdict allows, from its label
+    (``pipeline.results.decide.Decision.label``)."""
+    if verdict.startswith("equivalent"):
+        margin = float(re.search(r"±([\d.]+)", verdict).group(1))
+        return -margin, margin
+    if verdict.startswith("A > B"):
+        found = re.search(r"≥ ([\d.]+)", verdict)
+        return (float(found.group(1)) if found else 0.0), math.inf
+    if verdict.startswith("A < B"):
+        return -math.inf, 0.0
+    raise ValueError(f"not a decided verdict: {verdict!r}")
 
 
 def write(reports: list[Path], out: Path = REPORTS / "ladder") -> list[Path]:

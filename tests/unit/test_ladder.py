@@ -78,6 +78,14 @@ def test_verdicts_per_rung_keep_the_default_recipe(tmp_path):
     ({"a": "undecided (+1 [..], n=5)", "b": "equivalent (±1) (+0 [..], n=5)"},
      "equivalent (±1) where decided (b); undecided at a"),
     ({"a": "A > B (+1 [..], n=5)", "b": "A < B (-1 [..], n=5)"}, "moves: A > B (a) → A < B (b)"),
+    ({"a": "A > B, ≥ 1 (+3 [..], n=20)", "b": "A > B (+2 [..], n=5)", "c": "undecided (+1 [..])"},
+     "no move: compatible verdicts A > B, ≥ 1 (a), A > B (b); undecided at c"),
+    ({"a": "equivalent (±1) (-0.0 [..], n=5)", "b": "A < B (-0.8 [..], n=5)"},
+     "no move: compatible verdicts equivalent (±1) (a), A < B (b)"),  # a Δ in (-1, 0)
+    ({"a": "A > B, ≥ 1 (+3 [..], n=20)", "b": "equivalent (±1) (+0 [..], n=5)"},
+     "moves: A > B, ≥ 1 (a) → equivalent (±1) (b)"),  # no Δ is both > 1 and < 1
+    ({"a": "equivalent (±0.5) (+0 [..], n=5)", "b": "A > B, ≥ 0.5 (+2 [..], n=5)"},
+     "moves: equivalent (±0.5) (a) → A > B, ≥ 0.5 (b)"),
     ({"a": "undecided (+1 [..], n=5)", "b": "—"}, "undecided at every rung"),
 ])
 def test_only_two_different_decided_verdicts_are_a_move(cells, expected):
