@@ -49,6 +49,14 @@ def training_curves(history: Sequence[dict[str, float]], title: str) -> Figure:
     return fig
 
 
+def note_figure(title: str, text: str) -> Figure:
+    """A run that was not trained: its curves' place says why."""
+    fig = plt.figure(figsize=(6, 1.6))
+    fig.text(0.5, 0.62, title, ha="center", va="center", fontsize=12)
+    fig.text(0.5, 0.3, text, ha="center", va="center", fontsize=10, wrap=True)
+    return fig
+
+
 def similarity_heatmaps(il, teacher, classes: Sequence[str], rank_corr: float | None) -> Figure:
     """IL's class-similarity matrix beside the teacher-derived one."""
     panels = [("introspective (mean self-explanation target)", il)]

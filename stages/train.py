@@ -18,7 +18,7 @@ from pipeline.core.config import Params, load_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.runs import STAGE_METHOD, VARIANT_STAGES, RunSpec
 from pipeline.methods import REGISTRY
-from pipeline.train import teachers
+from pipeline.train import offmode, teachers
 from pipeline.train.runner import run
 from pipeline.train.tune import tuned_params
 
@@ -40,7 +40,7 @@ def train_teacher(stage: str, params: Params, seed: int | None, root: Path = Pat
     if stage == "shared_teacher":
         spec = teachers.shared_spec(params)
         if params.data.per_seed:
-            return teachers.write_note(spec, root, "data.split_seed: per_seed trains a "
+            return offmode.write_note(spec, root, "data.split_seed: per_seed trains a "
                                        "teacher per seed (teacher@<seed>)")
         return run(spec, params, root)
     if seed is None:
@@ -48,7 +48,7 @@ def train_teacher(stage: str, params: Params, seed: int | None, root: Path = Pat
     tuning = stage == "tuning_teacher"
     dest = teachers.destination(params, seed, tuning)
     if tuning and not teachers.tuning_needs_teacher(params):
-        return teachers.write_note(dest, root, "no tuned method distils the teacher "
+        return offmode.write_note(dest, root, "no tuned method distils the teacher "
                                    "(tune.enabled / tune.teacher_methods)")
     if params.data.per_seed:
         return run(dest, params, root)
@@ -81,11 +81,16 @@ def entry(argv: list[str] | None = None) -> None:
     if args.variant not in variants:
         raise ConfigError(f"{args.stage}: unknown variant '{args.variant}' "
                           f"(known: {', '.join(variants)})")
-    if args.stage == "tuned":
-        params = tuned_params(params, method)
     if args.seed is None:
         raise ConfigError(f"{args.stage}: --seed is required")
-    report(run(RunSpec(args.stage, method, args.variant, args.seed), params))
+    spec = RunSpec(args.stage, method, args.variant, args.seed)
+    if args.stage == "tuned":
+        if not params.tune.enabled:  # no tuned rows: it would repeat baselines@<method>-<seed>
+            report(offmode.write_note(spec, Path(), "tune.enabled is false: no tuned row "
+                                      "is reported", run_files=True))
+            return
+        params = tuned_params(params, method)
+    report(run(spec, params))
 
 
 def report(metrics: dict) -> None:

@@ -74,10 +74,11 @@ def instances(params: Params) -> list[Instance]:
                for m in t.teacher_methods for k in t.trials]
     out += [*tuning, Instance("tune_select", "tune_select", "", 0,
                               tuple(i.name for i in tuning))]
-    for seed in params.seeds:  # tune.enabled: false still trains them, at the defaults
-        out += [Instance(f"tuned@{m}-{seed}", "tuned", m, 1, ("tune_select",))
+    runs = 1 if t.enabled else 0  # tune.enabled: false writes a note (pipeline/train/offmode)
+    for seed in params.seeds:
+        out += [Instance(f"tuned@{m}-{seed}", "tuned", m, runs, ("tune_select",))
                 for m in t.methods]
-        out += [Instance(f"tuned_with_teacher@{m}-{seed}", "tuned", m, 1,
+        out += [Instance(f"tuned_with_teacher@{m}-{seed}", "tuned", m, runs,
                          ("tune_select", f"teacher@{seed}")) for m in t.teacher_methods]
     s = params.surface  # the grid's points start from the tuned recipes
     runs = len(s.seeds) if s.enabled else 0

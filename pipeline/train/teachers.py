@@ -21,18 +21,17 @@ distils it is tuned.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Params
 from pipeline.core.errors import CheckpointError
-from pipeline.core.io import atomic_write_bytes, atomic_write_json
+from pipeline.core.io import atomic_write_bytes
 from pipeline.core.runs import RunSpec
 from pipeline.core.store import RUN_FILE, recorded_run_id
+from pipeline.train.offmode import NOTE
 
 SHARED, TUNING = "shared", "tuning"  # groups (folders) below models/teacher and results/teacher
-NOTE = "NOT_TRAINED.json"  # what an instance whose mode is off writes instead of a teacher
 FILES = ("metrics.json", "history.csv", "curves.png", "reliability.json", RUN_FILE)
 
 
@@ -61,16 +60,6 @@ def teacher_spec(params: Params, seed: int) -> RunSpec:
 def teacher_file(params: Params, seed: int) -> Path:
     """The teacher file a student of ``seed`` distils."""
     return destination(params, seed).folder("models") / "model.pt"
-
-
-def write_note(spec: RunSpec, root: Path, why: str) -> dict[str, Any]:
-    """A stage instance whose mode is off: its output folders hold only why."""
-    for kind in ("models", "results"):
-        folder = root / spec.folder(kind)
-        if folder.exists():
-            shutil.rmtree(folder)
-        atomic_write_json(folder / NOTE, {"trained": False, "why": why})
-    return {}
 
 
 def publish_copy(params: Params, seed: int, tuning: bool, root: Path) -> dict[str, Any]:

@@ -161,3 +161,39 @@ def test_a_grid_may_hold_choices_and_integers_each_checked_against_its_section(b
                 f"tune.own.introspective.{key}: {bad!r} is not a value of "
                 f"introspective.{key} (") + ".*" + re.escape(why)):
             parse_params(raw)
+
+
+def test_tuning_off_writes_every_declared_tuned_output_and_trains_nothing(tmp_path, base_raw,
+                                                                         monkeypatch):
+    """tune.enabled: false has no tuned rows, so tuned@<method>-<seed> must not train the
+    default recipe again (it would repeat baselines@ce bit for bit); each file the DVC stage
+    declares (read from dag/tuned/dvc.yaml) says why, and a stale trained run is replaced."""
+    import json
+
+    import stages.train
+    from tests.helpers import REPO
+
+    declared = yaml.safe_load((REPO / "dag/tuned/dvc.yaml").read_text())["stages"]["tuned"]
+    paths = [*declared["outs"], *declared["metrics"], *(next(iter(p)) for p in declared["plots"])]
+    paths = [p.replace("${item.method}", "ce").replace("${item.seed}", "0") for p in paths]
+    raw = copy.deepcopy(base_raw)
+    raw["tune"]["enabled"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "models/tuned/ce-0/model.pt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier tuned run")
+
+    def refuse(*_):
+        raise AssertionError("tuning is off: nothing may train")
+    monkeypatch.setattr(stages.train, "run", refuse)
+    stages.train.entry(["tuned", "--method", "ce", "--seed", "0"])
+    for path in paths:
+        assert (tmp_path / path).exists(), path
+    assert not stale.exists()
+    for name in ("metrics.json", "reliability.json", "mlflow_run.json"):
+        note = json.loads((tmp_path / "results/tuned/ce-0" / name).read_text())
+        assert note["trained"] is False and "tune.enabled" in note["why"]
+    assert (tmp_path / "results/tuned/ce-0/history.csv").read_text().splitlines() == [
+        "epoch,test_acc"]
+    assert (tmp_path / "results/tuned/ce-0/curves.png").read_bytes()[:4] == b"\x89PNG"
