@@ -12,8 +12,9 @@ cache, no MLflow store), reuses this interpreter's environment (install excluded
 ``python -m pipeline.tools.parallel -j J [--cold] [targets]`` and times it (wall, and the
 CPU time of every process it waited for, which other load on a shared machine disturbs
 less); then checks that DVC finds nothing left to run and that every variant wrote the same
-``metrics.json`` files within each commit (their md5s in the lock files; commits that change
-results differ from each other). Run it with nothing else on the machine: one variant at a time.
+``metrics.json`` files within each commit (their md5s in the lock files), and which of them two
+commits share (a change meant to keep every result should keep them all). Run it with
+nothing else on the machine: one variant at a time.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def main() -> None:
         same = all(h == hashes[0] for h in hashes)
         print(f"{rev}: metrics.json files: {len(hashes[0])}, identical in its "
               f"{len(hashes)} variants: {same}")
+    first = {r: h for (r, *_), (*_, h) in reversed(results.items())}  # each commit's first
+    for a, b in zip(revs, revs[1:], strict=False):  # a change that should keep every result: did it?
+        both = sorted(set(first[a]) & set(first[b]))
+        moved = [p for p in both if first[a][p] != first[b][p]]
+        print(f"{a} -> {b}: {len(both) - len(moved)} of {len(both)} metrics.json files "
+              f"identical" + (f"; differ: {', '.join(moved[:5])}" if moved else ""))
 
 
 if __name__ == "__main__":
