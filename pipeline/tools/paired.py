@@ -29,6 +29,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
 from pipeline.results.decide import decide
 from pipeline.results.design import Row, tables
+from pipeline.train.teachers import destination
 
 TEACHER = Row("teacher (each seed's)", "teacher", "ce")
 
@@ -38,14 +39,22 @@ def rows(params: Params) -> list[Row]:
     (T3's "KD from a teacher" is T1's "KD (full)"); the teachers first when each seed
     trains its own."""
     out = [TEACHER] if params.data.per_seed else []
-    for table in tables(params):
-        out += [r for r in table.rows if (r.stage, r.name) not in {(o.stage, o.name) for o in out}]
+    seen: set[tuple[str, str]] = set()
+    for row in (r for table in tables(params) for r in table.rows):
+        if (row.stage, row.name) not in seen:
+            seen.add((row.stage, row.name))
+            out.append(row)
     return out
 
 
-def accuracy(root: Path, row: Row, seed: int) -> float:
+def run_folder(params: Params, row: Row, seed: int) -> Path:
+    """Where ``row``'s run of ``seed`` lives below ``results/`` (a teacher: the one that
+    seed's students distil)."""
+    return (destination(params, seed) if row is TEACHER else row.spec(seed)).relative
+
+
+def accuracy(root: Path, relative: Path) -> float:
     """A run's final top-1 (%) from its ``metrics.json``; a missing run is an error."""
-    relative = Path("teacher", f"seed-{seed}") if row is TEACHER else row.spec(seed).relative
     path = root / "results" / relative / "metrics.json"
     try:
         value = float(json.loads(path.read_text())["test_acc"])
@@ -57,13 +66,14 @@ def accuracy(root: Path, row: Row, seed: int) -> float:
 
 def same_experiment(a: Path, b: Path) -> Params:
     """The params both checkouts ran, which must agree outside ``runtime``."""
-    raw = [load_params(p / "params.yaml").model_dump() for p in (a, b)]
+    params = [load_params(p / "params.yaml") for p in (a, b)]
+    raw = [p.model_dump() for p in params]
     differ = sorted(k for k in raw[0].keys() | raw[1].keys()
                     if k != "runtime" and raw[0].get(k) != raw[1].get(k))
     if differ:
         raise ConfigError(f"{a} and {b} ran different experiments: params differ in "
                           f"{', '.join(differ)} (only `runtime` may)")
-    return load_params(a / "params.yaml")
+    return params[0]
 
 
 def compare(a: Path, b: Path, margin: float, alpha: float = 0.05) -> pd.DataFrame:
@@ -71,8 +81,8 @@ def compare(a: Path, b: Path, margin: float, alpha: float = 0.05) -> pd.DataFram
     params = same_experiment(a, b)
     lines = []
     for row in rows(params):
-        acc_a = [accuracy(a, row, s) for s in params.seeds]
-        acc_b = [accuracy(b, row, s) for s in params.seeds]
+        folders = [run_folder(params, row, s) for s in params.seeds]
+        acc_a, acc_b = ([accuracy(root, f) for f in folders] for root in (a, b))
         d = decide([x - y for x, y in zip(acc_a, acc_b, strict=True)], margin, alpha)
         lines.append({"row": row.label, "pairs": d.n, "mean_a": sum(acc_a) / len(acc_a),
                       "mean_b": sum(acc_b) / len(acc_b), "d": d.mean, "sd": d.sd,

@@ -171,7 +171,8 @@ def test_tuning_off_writes_every_declared_tuned_output_and_trains_nothing(tmp_pa
     import json
 
     import stages.train
-    from tests.helpers import REPO
+
+    from ..helpers import REPO
 
     declared = yaml.safe_load((REPO / "dag/tuned/dvc.yaml").read_text())["stages"]["tuned"]
     paths = [*declared["outs"], *declared["metrics"], *(next(iter(p)) for p in declared["plots"])]
