@@ -86,3 +86,59 @@ def code_fingerprint(files: Iterable[Path], base: Path = BASE) -> str:
         digest.update(path.as_posix().encode() + b"\0")
         digest.update(hashlib.sha256((base / path).read_bytes()).digest())
     return digest.hexdigest()[:16]
+
+
+# ---- code manifests: one file per stage script that its instances depend on
+
+CODE_PART = Path("dag/code")  # its dvc.yaml declares the code stages; their manifests beside it
+
+
+def manifest_path(script: str) -> Path:
+    """Where ``code_<script>`` writes the manifest of ``python -m stages.<script>``."""
+    return CODE_PART / f"{script}.json"
+
+
+def declared_deps(script: str, base: Path = BASE) -> list[str]:
+    """The dependencies ``dag/code/dvc.yaml`` declares for stage ``code_<script>``."""
+    import yaml
+
+    from pipeline.core.errors import ConfigError
+
+    dvc_yaml = base / CODE_PART / "dvc.yaml"
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    if f"code_{script}" not in stages:
+        raise ConfigError(f"{CODE_PART / 'dvc.yaml'}: no stage code_{script} "
+                          f"(known: {', '.join(sorted(stages))})")
+    return [str(d) for d in stages[f"code_{script}"].get("deps", [])]
+
+
+def manifest(script: str, base: Path = BASE) -> dict[str, object]:
+    """The md5 of every file ``python -m stages.<script>`` imports (its import closure).
+
+    Every instance of a stage run by that script depends on this one file instead of
+    listing the ~40 files itself: DVC rewrites a part's whole lock file after each stage
+    it runs, so per-instance file lists made that rewrite cost about a second per stage.
+    Editing a file reruns ``code_<script>``, whose manifest then changes (it holds each
+    file's md5), so exactly the instances that import the file rerun. The code stage must
+    declare exactly that closure (besides its own code, which the manifest leaves out, so
+    an edit there changes no manifest); otherwise it fails and names the lines to change.
+    """
+    from pipeline.core.errors import ConfigError
+
+    declared = {d for d in declared_deps(script, base) if d.endswith(".py")}
+    entry = module_file(f"stages.{script}", base)
+    if entry is None:
+        raise ConfigError(f"{CODE_PART / 'dvc.yaml'}: code_{script}: no stages/{script}.py")
+    closure = {p.relative_to(base).as_posix() for p in imported_files([entry], base)}
+    own = {p.relative_to(base).as_posix() for p in imported_files(
+        [f for f in [module_file("stages.code", base)] if f], base)}
+    missing, extra = sorted(closure - declared), sorted(declared - closure - own)
+    if missing or extra:
+        raise ConfigError(
+            f"{CODE_PART / 'dvc.yaml'}: stage code_{script} must depend on exactly the files "
+            f"stages/{script}.py imports; " + "; ".join(
+                f"{what}: {', '.join(paths)}" for what, paths in
+                (("add", missing), ("remove", extra)) if paths))
+    return {"script": f"stages.{script}",
+            "files": {p: hashlib.md5((base / p).read_bytes()).hexdigest()
+                      for p in sorted(closure)}}

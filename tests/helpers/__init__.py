@@ -109,7 +109,9 @@ def make_dvc_project(root, raw: dict, migrated_db):
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "dag", root / "dag", ignore=shutil.ignore_patterns("dvc.lock"))
+    # the DAG's parts as a fresh clone has them: no lock files, no code manifests
+    shutil.copytree(REPO / "dag", root / "dag",
+                    ignore=shutil.ignore_patterns("dvc.lock", "*.json"))
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copy(migrated_db, root / "mlflow.db")
     sh(root, "git", "init", "-q")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.code import imported_files, module_file
+from pipeline.core.code import imported_files, manifest_path, module_file
 
 from ..helpers import REPO
 
@@ -32,7 +32,15 @@ def resolved_stages() -> dict:
                 for s in repo.index.stages}
 
 
-STAGES = resolved_stages()
+RESOLVED = resolved_stages()
+CODE_STAGES = {name: (cmd, deps) for name, (cmd, deps) in RESOLVED.items()
+               if cmd.startswith("python -m stages.code ")}
+# a code manifest (dag/code/<script>.json) stands for the files its code stage hashes: the
+# script's imports, without the manifest writer's own stages/code.py
+MANIFESTS = {str(manifest_path(cmd.split()[-1])): [d for d in deps if d != "stages/code.py"]
+             for cmd, deps in CODE_STAGES.values()}
+STAGES = {name: (cmd, [f for d in deps for f in MANIFESTS.get(d, [d])])
+          for name, (cmd, deps) in RESOLVED.items() if name not in CODE_STAGES}
 # stages whose script trains one method without naming it on the command line
 FIXED_METHOD = {"teacher": "ce", "shared_teacher": "ce", "tuning_teacher": "ce",
                 "kd_ablation": "kd", "introspective": "introspective"}
@@ -132,5 +140,22 @@ def test_plain_dvc_repro_reaches_every_part_and_runs_it_in_the_repo_root():
         assert {s.name for s in set(graph.nodes) - reached} == set()
         parts = {Path(s.path).parent.name for s in graph.nodes if s not in spine}
         assert parts == {"teacher", "baselines", "kd_ablation", "introspective", "tune", "tuned",
-                         "surface"}
+                         "surface", "code"}
         assert all(Path(s.wdir) == REPO for s in graph.nodes)
+
+
+def test_code_stages_depend_on_exactly_their_scripts_imports_and_every_script_has_one():
+    """``code_<script>`` hashes what ``python -m stages.<script>`` imports: its deps are that
+    closure plus the manifest writer's own code; and every matrix stage (the ones whose locks
+    repeat per instance) reads a manifest in place of its files."""
+    own = imported_files([module_file("stages.code", REPO)], REPO)
+    for name, (cmd, deps) in CODE_STAGES.items():
+        script = cmd.split()[-1]
+        closure = imported_files([module_file(f"stages.{script}", REPO)], REPO)
+        assert {Path(d) for d in deps} == {p.relative_to(REPO) for p in closure | own}, name
+        assert name == f"code_{script}"
+    for name, (cmd, deps) in RESOLVED.items():
+        script = cmd.split()[2].removeprefix("stages.")
+        if "@" in name or name in ("shared_teacher", "surface_reference"):
+            assert str(manifest_path(script)) in deps, name
+            assert not [d for d in deps if d.startswith(("pipeline/core", "pipeline/train"))], name

@@ -36,6 +36,7 @@ STUDENT_STAGES = {
     "tuned@introspective-0", "tuned_with_teacher@kd-0", *SURFACE}
 # a fixed split: shared_teacher trains, each seed's instance (tuning seed 100's too) copies it
 TEACHERS = {"shared_teacher", "teacher@0", "tuning_teacher@100"}
+CODE = {"code_train", "code_tune", "code_surface"}  # a manifest per stage script (dag/code)
 SHARED_RUN = "teacher@shared/seed-0"
 
 
@@ -70,7 +71,7 @@ def test_every_stage_ran_once_and_wrote_its_outputs(project):
     root, out = project
     ran = {label(line.split("'")[1]) for line in out.splitlines()
            if line.startswith("Running stage")}
-    assert ran == STUDENT_STAGES | TEACHERS | {"prepare", "tune_select", "aggregate"}
+    assert ran == STUDENT_STAGES | TEACHERS | CODE | {"prepare", "tune_select", "aggregate"}
     assert (root / "data/prepared/data.npz").is_file()
     shared = (root / "models/teacher/shared/seed-0/model.pt").read_bytes()
     for seed in ("seed-0", "tuning/seed-100"):  # what the students of each seed distil
@@ -111,7 +112,7 @@ def test_the_design_declares_the_instances_and_edges_dvc_runs(project):
     declared = {i.name: i for i in instances(load_params(root / "params.yaml"))}
     ran = {label(line.split("'")[1]) for line in out.splitlines()
            if line.startswith("Running stage")}
-    assert set(declared) == ran - {"prepare", "aggregate"}
+    assert set(declared) == ran - CODE - {"prepare", "aggregate"}
     dot = dvc(root, "dag", "--dot").stdout
     edges = {(label(a), label(b)) for a, b in re.findall(r'"([^"]+)" -> "([^"]+)"', dot)}
     among = {(a, b) for a, b in edges if a in declared and b in declared}
@@ -359,8 +360,38 @@ CODE_EDITS = [
 
 @pytest.mark.parametrize(("path", "expected"), CODE_EDITS, ids=[e[0] for e in CODE_EDITS])
 def test_a_code_edit_reruns_exactly_what_runs_it(project, path, expected):
+    """A file of a stage script's imports is a dependency of its code stage, not of each
+    instance: `dvc status` lists that code stage until it has rewritten its manifest, and
+    then the instances that read it. So: the edit, the code stages, then DVC's status."""
     root, _ = project
-    assert _status_after(root, path, lambda text: text + "\n# edited\n") == expected
+    file = root / path
+    before = file.read_text()
+    file.write_text(before + "\n# edited\n")
+    try:
+        listed = set(map(label, json.loads(dvc(root, "status", "--json").stdout)))
+        assert listed - CODE <= expected
+        dvc(root, "repro", "dag/code/dvc.yaml")  # what `dvc repro` runs first
+        assert set(map(label, json.loads(dvc(root, "status", "--json").stdout))) == expected
+    finally:
+        file.write_text(before)
+        dvc(root, "repro", "dag/code/dvc.yaml")  # the manifests as they were (run-cache)
+    assert json.loads(dvc(root, "status", "--json").stdout) == {}
+
+
+def test_a_code_stage_names_what_its_script_imports_but_it_does_not_list(project):
+    """A new import the code stage does not declare would go untracked: the stage fails,
+    exit 2, and names the line to add, before any instance runs."""
+    root, _ = project
+    dag = root / "dag/code/dvc.yaml"
+    before = dag.read_text()
+    dag.write_text(before.replace("      - pipeline/train/sgd.py\n", "", 1))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "stages.code", "train"], cwd=root,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert "code_train" in proc.stderr and "add: pipeline/train/sgd.py" in proc.stderr
+    finally:
+        dag.write_text(before)
 
 
 def test_a_new_module_nothing_imports_reruns_nothing(project):
