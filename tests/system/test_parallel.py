@@ -46,13 +46,17 @@ def test_parallel_run_records_what_a_sequential_run_records(tmp_path, base_raw, 
 
     parallel = make_dvc_project(tmp_path / "par", raw, migrated_db)
     plan = runner(parallel, "--dry").stdout
-    assert plan.splitlines()[0].startswith("prepare  <- -")
-    assert "baselines@ce-0  <- prepare" in plan  # teacher-free: starts beside the teacher
+    # first the stages that wait for nothing: the data and the code manifests (dag/code)
+    firsts = {line for line in plan.splitlines() if line.endswith("  <- -")}
+    assert firsts == {"prepare  <- -", "code_train  <- -", "code_tune  <- -", "code_surface  <- -"}
+    assert plan.splitlines()[0] in firsts
+    assert "baselines@ce-0  <- code_train, prepare" in plan  # teacher-free: beside the teacher
     # targets by bare name (the stages live in dag/<part>/dvc.yaml) or by matrix stage
     one = runner(parallel, "--dry", "baselines@ce-0").stdout.splitlines()
-    assert one == ["prepare  <- -", "baselines@ce-0  <- prepare"]
+    assert sorted(one) == ["baselines@ce-0  <- code_train, prepare", "code_train  <- -",
+                           "prepare  <- -"]
     group = {line.split()[0] for line in runner(parallel, "--dry", "baselines").stdout.splitlines()}
-    assert group == {"prepare", "baselines@ce-0", "baselines@label_smoothing-0"}
+    assert group == {"prepare", "code_train", "baselines@ce-0", "baselines@label_smoothing-0"}
     assert "no stage named nosuch" in runner(parallel, "--dry", "nosuch", check=False).stderr
 
     # one instance fails: it is reported with its log, no new stage starts after it, and
