@@ -73,17 +73,23 @@ class Tracker:
         if os.environ.get("DVC_EXP_NAME"):
             all_tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
         self.experiment_id = self._experiment(experiment, root)
-        if run_id is not None and self._exists(run_id):
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-            self.run_id = run.info.run_id
-            try:
+        resumed = run_id is not None and self._exists(run_id)
+        try:
+            # a Ctrl-C while the store writes the RUNNING run acts once its id is known
+            with signals_deferred():
+                if resumed:
+                    self.run_id = run_id
+                    self.client.update_run(run_id, status="RUNNING")
+                else:
+                    run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                                 tags=all_tags)
+                    self.run_id = run.info.run_id
+            if not resumed:
                 self._log_params(params)
-            except BaseException as exc:  # Ctrl-C here: the run ends KILLED, not RUNNING
+        except BaseException as exc:  # Ctrl-C here: the run ends KILLED, not RUNNING
+            if hasattr(self, "run_id"):
                 self.__exit__(type(exc), exc, exc.__traceback__)
-                raise
+            raise
 
     def __enter__(self) -> Tracker:
         return self

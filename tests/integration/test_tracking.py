@@ -82,3 +82,33 @@ def test_a_model_upload_cut_after_its_link_completes_on_the_rerun(mlflow_uri):
     assert client.get_logged_model(model_id).status == "READY"
     outputs = client.get_run(tracker.run_id).outputs.model_outputs
     assert [o.model_id for o in outputs] == [model_id]
+
+
+def test_a_ctrl_c_while_the_store_creates_the_run_ends_it_killed(mlflow_uri, monkeypatch):
+    """A SIGINT that arrives while MLflow writes the new RUNNING run (here: right after the
+    store's insert, inside ``create_run``) acts once the run's id is known, so the run ends
+    KILLED instead of staying RUNNING with nobody to finish it."""
+    import os
+    import signal
+
+    import pytest
+    from mlflow.tracking import MlflowClient as Client
+
+    from pipeline.core.tracking import Tracker
+
+    create = Client.create_run
+
+    def create_then_interrupted(self, *args, **kwargs):
+        run = create(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # the run is in the store, not yet returned
+        return run
+
+    monkeypatch.setattr(Client, "create_run", create_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Tracker("interrupted", "baselines@ce-0", {"stage": "baselines"}, {"lr": 0.1})
+    monkeypatch.setattr(Client, "create_run", create)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "interrupted"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert [(r.info.status, r.data.tags.get("failure_reason")) for r in runs] == \
+        [("KILLED", "interrupted")]
